@@ -1,0 +1,53 @@
+"""Engine and session factory. Each process builds its own engine (never share one across fork)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.settings import DatabaseSettings
+
+
+def create_db_engine(
+    settings: DatabaseSettings, *, application_name: str, pool_size: int | None = None
+) -> Engine:
+    """An engine with bounded waits everywhere: connect, checkout and every statement."""
+    size = pool_size or settings.pool_size
+    if settings.url.startswith("postgresql"):
+        return create_engine(
+            settings.url,
+            pool_size=size,
+            # No overflow: the pool is the concurrency limit, sized to the threads using it.
+            max_overflow=0,
+            pool_timeout=settings.connect_timeout_s,
+            # A connection killed server-side (restart, pg_terminate_backend, failover) is
+            # detected at checkout instead of failing the request that draws it.
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": settings.connect_timeout_s,
+                "application_name": application_name,
+                "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+                # Notice a vanished peer (crashed host, dropped NAT entry) within ~1 minute.
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+            },
+        )
+    engine = create_engine(settings.url, pool_size=size, max_overflow=0)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # WAL lets readers run beside the one writer; busy_timeout makes writers queue, not fail.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_session_factory(engine: Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: objects stay readable after the commit that ends a request.
+    return sessionmaker(bind=engine, expire_on_commit=False)

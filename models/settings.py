@@ -1,0 +1,241 @@
+"""Typed settings, read once from the environment by each entry point and passed down.
+
+Every field names the environment variable it comes from and says what it is for; the
+README's configuration table is this file in prose. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self, get_type_hints
+
+#: SQS rejects a message delay above 15 minutes; dramatiq-sqs swallows that error and
+#: deletes the message, so no retry backoff may ever exceed it (ARCHITECTURE.md §4).
+SQS_MAX_DELAY_MS = 900_000
+
+
+class ConfigError(ValueError):
+    """The environment describes a configuration we refuse to start with."""
+
+
+def env(name: str, doc: str, default: Any = dataclasses.MISSING) -> Any:
+    """Declare a settings field read from environment variable ``name``."""
+    return field(default=default, metadata={"env": name, "doc": doc})
+
+
+def _parse(name: str, raw: str, annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType):  # ``str | None``: empty means unset
+        (annotation,) = (a for a in annotation.__args__ if a is not type(None))
+        if raw == "":
+            return None
+    if annotation is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {raw!r}")
+    if annotation is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    return raw
+
+
+class _FromEnv:
+    """Build a settings group from a mapping of environment variables."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            name = f.metadata["env"]
+            if name in environ:
+                values[f.name] = _parse(name, environ[name], hints[f.name])
+            elif f.default is dataclasses.MISSING:
+                raise ConfigError(f"{name} is not set: {f.metadata['doc']}")
+        return cls(**values)
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [f.metadata["env"] for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DatabaseSettings(_FromEnv):
+    url: str = env(
+        "DATABASE_URL",
+        "SQLAlchemy URL of the Postgres database, e.g. postgresql://user@host:5432/taskoverflow",
+    )
+    pool_size: int = env(
+        "DB_POOL_SIZE",
+        "connections per process; the API sizes its handler thread pool to match",
+        10,
+    )
+    statement_timeout_ms: int = env(
+        "DB_STATEMENT_TIMEOUT_MS",
+        "server-side cap on one SQL statement (a blocked psycopg2 call cannot be interrupted "
+        "from Python, so the database has to end it)",
+        30_000,
+    )
+    connect_timeout_s: int = env(
+        "DB_CONNECT_TIMEOUT_S", "give up connecting after this many seconds", 5
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", normalise_database_url(self.url))
+        if self.pool_size < 1:
+            raise ConfigError("DB_POOL_SIZE must be at least 1")
+
+
+def normalise_database_url(url: str) -> str:
+    """Point plain Postgres URLs at psycopg2, the driver we ship.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3, which is not installed; Heroku-style
+    ``postgres://`` is not recognised at all.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class BrokerSettings(_FromEnv):
+    url: str = env("BROKER_URL", "where job messages travel: redis://host:6379/0")
+    queue_name: str = env("QUEUE_NAME", "the Dramatiq queue calendar jobs are sent to", "ical")
+    namespace: str = env(
+        "BROKER_NAMESPACE",
+        "prefix of every broker key, so several deployments can share one Redis",
+        "taskoverflow",
+    )
+    redis_heartbeat_timeout_ms: int = env(
+        "REDIS_HEARTBEAT_TIMEOUT_MS",
+        "a worker silent this long is presumed dead and its unacked messages are re-queued",
+        15_000,
+    )
+    redis_maintenance_chance: int = env(
+        "REDIS_MAINTENANCE_CHANCE",
+        "1 in N broker calls also re-queues dead workers' messages (Dramatiq's default, 1000, "
+        "leaves a crashed worker's job stranded for 10+ minutes on a quiet queue)",
+        20,
+    )
+    send_timeout_s: int = env(
+        "BROKER_SEND_TIMEOUT_S", "the API gives up sending a job message after this long", 5
+    )
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"BROKER_URL must be a redis:// URL, not {self.url!r}")
+        if self.redis_maintenance_chance < 1:
+            raise ConfigError("REDIS_MAINTENANCE_CHANCE must be at least 1")
+
+
+@dataclass(frozen=True)
+class JobSettings(_FromEnv):
+    time_limit_ms: int = env(
+        "JOB_TIME_LIMIT_MS", "an attempt running longer than this is interrupted and retried",
+        60_000,
+    )
+    max_retries: int = env(
+        "JOB_MAX_RETRIES", "transient failures retried this many times before FAILURE", 5
+    )
+    min_backoff_ms: int = env("JOB_MIN_BACKOFF_MS", "first retry delay (doubles each time)", 500)
+    max_backoff_ms: int = env(
+        "JOB_MAX_BACKOFF_MS",
+        f"longest retry delay; at most {SQS_MAX_DELAY_MS} (SQS's 15-minute delay cap)",
+        60_000,
+    )
+    reconcile_interval_s: int = env(
+        "RECONCILE_INTERVAL_S", "how often each worker process looks for stranded jobs", 10
+    )
+    pending_grace_s: int = env(
+        "RECONCILE_PENDING_AFTER_S",
+        "a job PENDING this long since its last send is sent again (a lost message, or an "
+        "API that died between commit and send)",
+        60,
+    )
+    calendar_uid_domain: str = env(
+        "CALENDAR_UID_DOMAIN",
+        "right-hand side of every event UID (<todo id>@<domain>, RFC 5545 §3.8.4.7)",
+        "taskoverflow.local",
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_backoff_ms > SQS_MAX_DELAY_MS:
+            raise ConfigError(
+                f"JOB_MAX_BACKOFF_MS={self.max_backoff_ms} exceeds {SQS_MAX_DELAY_MS} ms: SQS "
+                "cannot delay a message longer than 15 minutes, and such a retry would be lost"
+            )
+        if not 0 < self.min_backoff_ms <= self.max_backoff_ms:
+            raise ConfigError("JOB_MIN_BACKOFF_MS must be positive and <= JOB_MAX_BACKOFF_MS")
+        if self.time_limit_ms < 1000:
+            raise ConfigError("JOB_TIME_LIMIT_MS must be at least 1000")
+        if self.max_retries < 0:
+            raise ConfigError("JOB_MAX_RETRIES must not be negative")
+        if self.reconcile_interval_s < 1 or self.pending_grace_s < 1:
+            raise ConfigError("RECONCILE_INTERVAL_S and RECONCILE_PENDING_AFTER_S must be >= 1")
+
+    @property
+    def stale_after_s(self) -> float:
+        """A STARTED/RETRY job untouched this long has lost its worker or its message."""
+        return self.time_limit_ms / 1000 + self.max_backoff_ms / 1000 + self.pending_grace_s
+
+
+@dataclass(frozen=True)
+class ApiSettings(_FromEnv):
+    max_body_bytes: int = env(
+        "API_MAX_BODY_BYTES", "larger request bodies are refused with 413", 16_384
+    )
+    public_base_url: str | None = env(
+        "PUBLIC_BASE_URL",
+        "scheme://host[:port] used in task_url/result_url; unset: taken from the request",
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class LogSettings(_FromEnv):
+    format: str = env(
+        "LOG_FORMAT", "json, console, or auto (console on a terminal, JSON otherwise)", "auto"
+    )
+    level: str = env("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO")
+
+    def __post_init__(self) -> None:
+        if self.format not in ("json", "console", "auto"):
+            raise ConfigError(f"LOG_FORMAT must be json, console or auto, not {self.format!r}")
+        if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {self.level!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API and the workers are configured with."""
+
+    database: DatabaseSettings
+    broker: BrokerSettings
+    jobs: JobSettings
+    api: ApiSettings
+    log: LogSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        return cls(
+            database=DatabaseSettings.from_env(environ),
+            broker=BrokerSettings.from_env(environ),
+            jobs=JobSettings.from_env(environ),
+            api=ApiSettings.from_env(environ),
+            log=LogSettings.from_env(environ),
+        )
+
+    @staticmethod
+    def env_names() -> list[str]:
+        """Every environment variable the settings read (for docs and config checks)."""
+        groups = (DatabaseSettings, BrokerSettings, JobSettings, ApiSettings, LogSettings)
+        return [name for group in groups for name in group.env_names()]

@@ -1,0 +1,26 @@
+"""The todo item, as the course's clients know it."""
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Integer, String, false
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+from models.clock import utcnow
+
+#: Limits from the public contract (API_CONTRACT.md §2); the API validates against them.
+TITLE_MAX_LENGTH = 80
+DESCRIPTION_MAX_LENGTH = 120
+
+
+class Todo(Base):
+    __tablename__ = "todos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
+    description: Mapped[str | None] = mapped_column(String(DESCRIPTION_MAX_LENGTH))
+    completed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Naive UTC; NULL means "no deadline" (such todos are left out of the calendar).
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,102 @@
+"""A streaming RFC 5545 writer for todo calendars.
+
+The ``icalendar`` library builds a whole object tree first (≈ 1 s and hundreds of MiB per
+100,000 events, ARCHITECTURE.md §5); this writes one content line at a time, so time and
+memory grow linearly with the output. Tests parse every result back with ``icalendar``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import NamedTuple
+
+#: Our product identifier (RFC 5545 §3.7.3).
+PRODID = "-//TaskOverflow//Calendar Export 1.0//EN"
+
+#: RFC 5545 §3.1: lines SHOULD NOT be longer than 75 octets, excluding the line break.
+MAX_LINE_OCTETS = 75
+CRLF = "\r\n"
+
+# TEXT values may not hold control characters (RFC 5545 §3.3.11, TSAFE-CHAR) other than
+# HTAB; line breaks are written as the escape "\n". CR and CRLF count as line breaks.
+_LINE_BREAKS = re.compile(r"\r\n?")
+_FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ESCAPES = str.maketrans({"\\": "\\\\", ";": "\\;", ",": "\\,", "\n": "\\n"})
+
+
+class CalendarTodo(NamedTuple):
+    """The columns of a todo that the calendar needs (a SQL row fits as is)."""
+
+    id: int
+    title: str
+    description: str | None
+    deadline_at: datetime
+    updated_at: datetime
+
+
+def escape_text(value: str) -> str:
+    """Escape a TEXT property value (RFC 5545 §3.3.11)."""
+    if not value.isprintable():  # fast path: printable text has no controls at all
+        value = _FORBIDDEN_CONTROLS.sub("", _LINE_BREAKS.sub("\n", value))
+    return value.translate(_ESCAPES)
+
+
+def fold(line: str) -> str:
+    """One content line, folded at 75 octets without splitting a UTF-8 sequence, with CRLF."""
+    if len(line) <= MAX_LINE_OCTETS and line.isascii():
+        return line + CRLF
+    data = line.encode("utf-8")
+    if len(data) <= MAX_LINE_OCTETS:
+        return line + CRLF
+    parts = []
+    start, limit = 0, MAX_LINE_OCTETS
+    while len(data) - start > limit:
+        end = start + limit
+        while data[end] & 0xC0 == 0x80:  # a continuation byte: back up to the char start
+            end -= 1
+        parts.append(data[start:end].decode("utf-8"))
+        start, limit = end, MAX_LINE_OCTETS - 1  # continuation lines start with one space
+    parts.append(data[start:].decode("utf-8"))
+    return (CRLF + " ").join(parts) + CRLF
+
+
+def format_utc(moment: datetime) -> str:
+    """A naive-UTC datetime as an RFC 5545 UTC DATE-TIME (``19970714T173000Z``)."""
+    return moment.strftime("%Y%m%dT%H%M%SZ") if moment.year >= 1000 else (
+        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
+        f"T{moment.hour:02d}{moment.minute:02d}{moment.second:02d}Z"
+    )
+
+
+def render_lines(todos: Iterable[CalendarTodo], *, uid_domain: str) -> Iterator[str]:
+    """Yield the calendar as folded CRLF-terminated lines, one todo at a time.
+
+    Todos without a deadline have no place on a calendar and are skipped. DTSTAMP is the
+    todo's last change (RFC 5545 §3.8.7.2, for calendars without a METHOD), which also makes
+    the output a pure function of the data: rendering the same todos twice gives the same text.
+    """
+    domain = escape_text(uid_domain)
+    yield "BEGIN:VCALENDAR" + CRLF
+    yield "VERSION:2.0" + CRLF
+    yield fold("PRODID:" + PRODID)
+    yield "CALSCALE:GREGORIAN" + CRLF
+    yield "X-WR-CALNAME:TaskOverflow" + CRLF
+    for todo in todos:
+        if todo.deadline_at is None:
+            continue
+        yield "BEGIN:VEVENT" + CRLF
+        yield fold(f"UID:{todo.id}@{domain}")
+        yield "DTSTAMP:" + format_utc(todo.updated_at) + CRLF
+        yield "DTSTART:" + format_utc(todo.deadline_at) + CRLF
+        yield fold("SUMMARY:" + escape_text(todo.title))
+        if todo.description:
+            yield fold("DESCRIPTION:" + escape_text(todo.description))
+        yield "END:VEVENT" + CRLF
+    yield "END:VCALENDAR" + CRLF
+
+
+def render_calendar(todos: Iterable[CalendarTodo], *, uid_domain: str) -> str:
+    """The whole calendar as one string (joined once: linear, never quadratic)."""
+    return "".join(render_lines(todos, uid_domain=uid_domain))

@@ -1,0 +1,28 @@
+"""Entry point for the Dramatiq CLI: ``dramatiq workers.main -p 2 -t 4``.
+
+The CLI imports this module in every worker process, so here, and only here, the settings
+are read and the broker is built at import time. ``DRAMATIQ_THREADS`` must match ``-t`` so
+the connection pool is sized to the threads (the Makefile and the image pass both).
+"""
+
+import os
+
+import structlog
+
+from models.log_config import configure_logging
+from models.settings import ConfigError, Settings
+from workers.actors import register_actors
+from workers.broker import build_worker_broker
+
+try:
+    settings = Settings.from_env()
+    threads = int(os.environ.get("DRAMATIQ_THREADS", "8"))
+except (ConfigError, ValueError) as exc:
+    raise SystemExit(f"taskoverflow worker: configuration error: {exc}") from None
+
+configure_logging(settings.log, process="worker")
+broker = build_worker_broker(settings, threads=threads)
+register_actors(broker, settings.broker.queue_name)
+structlog.get_logger("workers").info(
+    "worker process ready", queue=settings.broker.queue_name, threads=threads
+)

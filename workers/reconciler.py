@@ -1,0 +1,79 @@
+"""Finds jobs that nobody will finish and sends them again (or gives up on them).
+
+A job can be stranded by a lost message (broker restart without persistence), an API that
+died between its commit and its send, or a worker that died so hard its message was lost.
+Every worker process runs ``reconcile_once`` periodically; ``FOR UPDATE SKIP LOCKED`` lets
+them all do so at once without sending the same job twice in one round.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from models import Job, JobStatus
+from models.clock import utcnow
+from models.settings import JobSettings
+
+#: Jobs handled per round; the rest wait for the next one.
+BATCH_SIZE = 200
+
+
+@dataclass
+class Reconciled:
+    resent: list[uuid.UUID] = field(default_factory=list)
+    abandoned: list[uuid.UUID] = field(default_factory=list)
+
+
+def reconcile_once(
+    session: Session, settings: JobSettings, send: Callable[[uuid.UUID], None]
+) -> Reconciled:
+    """One pass: re-send stranded jobs, fail those past their attempts. Commits its own work.
+
+    ``send`` is called only after the commit, one job id at a time; a send that fails is
+    retried on a later pass.
+    """
+    now = utcnow()
+    pending_before = now - timedelta(seconds=settings.pending_grace_s)
+    stale_before = now - timedelta(seconds=settings.stale_after_s)
+    stranded = session.scalars(
+        select(Job)
+        .where(
+            or_(
+                and_(Job.status == JobStatus.PENDING, Job.enqueued_at < pending_before),
+                and_(
+                    Job.status.in_([JobStatus.STARTED, JobStatus.RETRY]),
+                    Job.updated_at < stale_before,
+                ),
+            )
+        )
+        .order_by(Job.created_at)
+        .limit(BATCH_SIZE)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+    outcome = Reconciled()
+    max_attempts = settings.max_retries + 1
+    for job in stranded:
+        if job.attempts >= max_attempts:
+            # Started as often as retries allow and still unfinished: something kills the
+            # worker running it (out of memory, a crash loop). Stop instead of looping forever.
+            job.status = JobStatus.FAILURE
+            job.error = (
+                f"abandoned after {job.attempts} attempts that never finished"
+                + (f"; last error: {job.error}" if job.error else "")
+            )
+            job.finished_at = now
+            outcome.abandoned.append(job.id)
+        else:
+            job.enqueued_at = now
+            outcome.resent.append(job.id)
+    session.commit()
+    for job_id in outcome.resent:
+        send(job_id)
+    return outcome
