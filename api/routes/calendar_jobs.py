@@ -7,6 +7,7 @@ import uuid
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy import select
 
@@ -75,7 +76,7 @@ class CalendarJobController(Controller):
         )
 
     @get("/{task_id:str}/status", sync_to_thread=True, summary="A calendar job's state")
-    def status(self, state: State, request: Request, task_id: str) -> TaskStatus:
+    def status(self, state: State, request: Request, task_id: FromPath[str]) -> TaskStatus:
         job_id = _job_id(task_id)
         with state.resources.session() as session:
             row = session.execute(
@@ -95,7 +96,7 @@ class CalendarJobController(Controller):
         summary="A finished calendar job's iCalendar text",
         media_type="text/calendar",
     )
-    def result(self, state: State, task_id: str) -> Response[str]:
+    def result(self, state: State, task_id: FromPath[str]) -> Response[str]:
         job_id = _job_id(task_id)
         with state.resources.session() as session:
             row = session.execute(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post, put
 from litestar.concurrency import sync_to_thread
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -51,14 +51,15 @@ class TodoController(Controller):
     def list_todos(
         self,
         state: State,
-        completed: str | None = Parameter(
-            query="completed", default=None, description="true or false: only todos with it"
-        ),
-        window: str | None = Parameter(
-            query="window",
-            default=None,
-            description="N: only todos due by now + N days (overdue included, undated not)",
-        ),
+        completed: Annotated[
+            str | None, QueryParameter(description="true or false: only todos with it")
+        ] = None,
+        window: Annotated[
+            str | None,
+            QueryParameter(
+                description="N: only todos due by now + N days (overdue included, undated not)"
+            ),
+        ] = None,
     ) -> list[TodoOut]:
         only_completed = parse_completed_filter(completed)
         horizon = parse_window(window)
@@ -71,7 +72,7 @@ class TodoController(Controller):
             return [TodoOut.of(todo) for todo in session.scalars(stmt)]
 
     @get("/{todo_id:int}", sync_to_thread=True, summary="Read one todo")
-    def get_todo(self, state: State, todo_id: int) -> TodoOut:
+    def get_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut:
         with state.resources.session() as session:
             todo = _find(session, todo_id)
             if todo is None:
@@ -94,7 +95,7 @@ class TodoController(Controller):
         return await sync_to_thread(insert)
 
     @put("/{todo_id:int}", summary="Update some fields of a todo", description=_BODY_DOC)
-    async def update_todo(self, state: State, request: Request, todo_id: int) -> TodoOut:
+    async def update_todo(self, state: State, request: Request, todo_id: FromPath[int]) -> TodoOut:
         # Validate before looking the todo up: a bad body never changes anything.
         values = parse_todo_fields(decode_object(await request.body()), creating=False)
 
@@ -116,7 +117,7 @@ class TodoController(Controller):
         status_code=200,
         summary="Delete a todo (200 with {} if it did not exist)",
     )
-    def delete_todo(self, state: State, todo_id: int) -> TodoOut | dict[str, Any]:
+    def delete_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut | dict[str, Any]:
         with state.resources.session() as session:
             todo = _find(session, todo_id)
             if todo is None:

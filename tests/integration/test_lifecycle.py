@@ -1,0 +1,130 @@
+"""The job lifecycle on real Postgres: ownership, idempotency, failure recording."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from models import Job
+from workers.calendar import calendar_work
+from workers.errors import PermanentJobError
+from workers.job_lock import lock_key
+from workers.lifecycle import mark_failed, run_job
+from tests.integration.jobs import insert_job, insert_todos, job_row
+
+render = calendar_work("taskoverflow.test")
+
+
+def test_a_job_runs_once_and_a_second_delivery_changes_nothing(engine: Engine):
+    """Processing the same job twice leaves one SUCCESS row with identical output."""
+    insert_todos(engine, 5)
+    job_id = insert_job(engine)
+    assert run_job(engine, job_id, render) == "success"
+    first = job_row(engine, job_id)
+    assert run_job(engine, job_id, render) == "skipped-finished"
+    second = job_row(engine, job_id)
+    assert first == second
+    assert first.status == "SUCCESS" and first.attempts == 1
+    assert first.result.count("BEGIN:VEVENT") == 5
+    assert first.started_at is not None and first.finished_at is not None
+
+
+def test_concurrent_deliveries_run_the_job_once(engine: Engine):
+    """While one worker runs a job, a second copy of its message is dropped."""
+    job_id = insert_job(engine)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_work(session: Session, job: Job) -> str:
+        inside.set()
+        assert release.wait(10)
+        return render(session, job)
+
+    outcomes: list[str] = []
+    first = threading.Thread(target=lambda: outcomes.append(run_job(engine, job_id, slow_work)))
+    first.start()
+    assert inside.wait(10)
+    assert run_job(engine, job_id, render) == "skipped-running"
+    assert job_row(engine, job_id).status == "STARTED"
+    release.set()
+    first.join(10)
+    assert outcomes == ["success"]
+    row = job_row(engine, job_id)
+    assert (row.status, row.attempts) == ("SUCCESS", 1)
+
+
+def test_a_dead_owner_releases_the_job_at_once(engine: Engine):
+    """If the worker holding a job dies (its connection ends), the next delivery runs it."""
+    job_id = insert_job(engine, status="STARTED", attempts=1)
+    holder = engine.connect()
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key(job_id)})
+    holder.commit()
+    assert run_job(engine, job_id, render) == "skipped-running"
+    pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
+    with engine.connect() as admin:  # what a SIGKILLed worker's socket closing does
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    holder.invalidate()
+    assert run_job(engine, job_id, render) == "success"
+    assert job_row(engine, job_id).attempts == 2
+
+
+def test_transient_failure_is_recorded_as_retry_and_reraised(engine: Engine):
+    """A failing attempt sets RETRY with a one-line reason and lets the broker retry."""
+    job_id = insert_job(engine)
+
+    def broken(session: Session, job: Job) -> str:
+        raise ConnectionError("upstream went away\nsecond line")
+
+    with pytest.raises(ConnectionError):
+        run_job(engine, job_id, broken)
+    row = job_row(engine, job_id)
+    assert (row.status, row.error, row.attempts) == (
+        "RETRY", "ConnectionError: upstream went away", 1
+    )
+    assert run_job(engine, job_id, render) == "success"
+    row = job_row(engine, job_id)
+    assert (row.status, row.error, row.attempts) == ("SUCCESS", None, 2)
+
+
+def test_permanent_failure_ends_the_job(engine: Engine):
+    """PermanentJobError sets FAILURE at once, with its reason and a finish time."""
+    job_id = insert_job(engine)
+
+    def hopeless(session: Session, job: Job) -> str:
+        raise PermanentJobError("cannot render this")
+
+    with pytest.raises(PermanentJobError):
+        run_job(engine, job_id, hopeless)
+    row = job_row(engine, job_id)
+    assert (row.status, row.error) == ("FAILURE", "PermanentJobError: cannot render this")
+    assert row.finished_at is not None
+    assert run_job(engine, job_id, render) == "skipped-finished"
+
+
+def test_unknown_job_is_skipped(engine: Engine):
+    """A message for a job that does not exist does nothing."""
+    assert run_job(engine, uuid.uuid4(), render) == "skipped-missing"
+
+
+def test_mark_failed_never_overwrites_a_finished_job(engine: Engine):
+    """Only unfinished jobs can be marked failed."""
+    done = insert_job(engine, status="SUCCESS")
+    open_job = insert_job(engine, status="RETRY")
+    assert mark_failed(engine, done, "late") is False
+    assert mark_failed(engine, open_job, "gave up") is True
+    assert job_row(engine, done).status == "SUCCESS"
+    assert (job_row(engine, open_job).status, job_row(engine, open_job).error) == ("FAILURE", "gave up")
+
+
+def test_calendar_reads_todos_with_bounded_batches(engine: Engine):
+    """A 10,000-todo calendar streams from the database and holds every dated todo."""
+    insert_todos(engine, 10_000)
+    insert_todos(engine, 3, deadline=None)
+    job_id = insert_job(engine)
+    run_job(engine, job_id, render)
+    result = job_row(engine, job_id).result
+    assert result.count("BEGIN:VEVENT\r\n") == 10_000
+    assert "UID:10000@taskoverflow.test\r\n" in result

@@ -1,0 +1,214 @@
+"""The todos endpoints against real Postgres: the course's happy paths and every bad input."""
+
+from __future__ import annotations
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import Engine, text
+
+API = "/api/v1/todos"
+
+
+def create(client: TestClient, **body):  # type: ignore[no-untyped-def]
+    response = client.post(API, json={"title": "t", **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_health(client: TestClient):
+    """GET /api/v1/health is 200 {"status": "ok"}."""
+    response = client.get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_create_returns_201_and_the_full_todo(client: TestClient):
+    """POST answers 201 with every field, deadline exactly as sent."""
+    body = {"title": "Write report", "description": "draft", "deadline_at": "2023-02-27T00:00:00"}
+    response = client.post(API, json=body)
+    assert response.status_code == 201
+    todo = response.json()
+    assert set(todo) == {"id", "title", "description", "completed", "deadline_at",
+                         "created_at", "updated_at"}
+    assert todo["title"] == "Write report"
+    assert todo["description"] == "draft"
+    assert todo["completed"] is False
+    assert todo["deadline_at"] == "2023-02-27T00:00:00"
+    assert isinstance(todo["id"], int)
+    assert client.get(f"{API}/{todo['id']}").json() == todo
+
+
+def test_course_web_page_deadline_format_is_accepted(client: TestClient):
+    """The course page sends "2024-04-19 14:00:00.000" and description ""."""
+    todo = create(client, description="", deadline_at="2024-04-19 14:00:00.000")
+    assert todo["deadline_at"] == "2024-04-19T14:00:00"
+    assert todo["description"] == ""
+
+
+def test_minimal_todo_defaults(client: TestClient):
+    """Only a title: description and deadline null, not completed."""
+    todo = create(client, title="only a title")
+    assert (todo["description"], todo["deadline_at"], todo["completed"]) == (None, None, False)
+
+
+def test_list_is_newest_first_and_filters_combine(client: TestClient):
+    """GET lists all todos newest first; completed and window filter with AND."""
+    old = create(client, title="old", deadline_at="2000-01-01T00:00:00", completed=True)
+    soon = create(client, title="soon", deadline_at="2100-01-01T00:00:00")
+    undated = create(client, title="undated", completed=True)
+    assert [t["id"] for t in client.get(API).json()] == [undated["id"], soon["id"], old["id"]]
+    assert [t["title"] for t in client.get(API, params={"completed": "true"}).json()] == [
+        "undated", "old"
+    ]
+    assert [t["title"] for t in client.get(API, params={"completed": "false"}).json()] == ["soon"]
+    # window: overdue included, undated excluded, far future excluded
+    assert [t["title"] for t in client.get(API, params={"window": "5"}).json()] == ["old"]
+    assert [t["title"] for t in client.get(API, params={"window": "36500"}).json()] == [
+        "soon", "old"
+    ]
+    assert client.get(API, params={"window": "36500", "completed": "true"}).json()[0][
+        "title"
+    ] == "old"
+
+
+def test_update_changes_only_the_keys_sent(client: TestClient):
+    """PUT is a partial update returning the whole todo."""
+    todo = create(client, title="before", description="keep me")
+    response = client.put(f"{API}/{todo['id']}", json={"completed": True})
+    assert response.status_code == 200
+    updated = response.json()
+    assert updated["completed"] is True
+    assert (updated["title"], updated["description"]) == ("before", "keep me")
+    cleared = client.put(f"{API}/{todo['id']}", json={"description": None, "deadline_at": None})
+    assert cleared.json()["description"] is None
+
+
+def test_delete_returns_the_todo_then_empty_object(client: TestClient):
+    """DELETE answers the deleted todo; deleting again (or an unknown id) answers 200 {}."""
+    todo = create(client)
+    first = client.delete(f"{API}/{todo['id']}")
+    assert (first.status_code, first.json()) == (200, todo)
+    second = client.delete(f"{API}/{todo['id']}")
+    assert (second.status_code, second.json()) == (200, {})
+    assert client.get(f"{API}/{todo['id']}").status_code == 404
+
+
+@pytest.mark.parametrize("todo_id", ["999", "0", "-1", "2147483648", "99999999999999999999999"])
+def test_unknown_ids_are_404_todo_not_found(client: TestClient, todo_id: str):
+    """Unknown ids, including ones beyond int32/int64, are 404 with the course's message."""
+    for method in ("GET", "PUT"):
+        response = client.request(method, f"{API}/{todo_id}", json={"completed": True})
+        assert response.status_code == 404, (method, response.text)
+        assert response.json() == {"error": "Todo not found"}
+    assert client.delete(f"{API}/{todo_id}").json() == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"title": "x", "id": 5}, "extra fields"),
+        ({"title": "x", "created_at": "2020-01-01T00:00:00"}, "extra fields"),
+        ({"title": "x", "updated_at": "2020-01-01T00:00:00"}, "extra fields"),
+        ({"id": 5}, "extra fields"),
+        ({"description": "no title"}, "missing title"),
+        ({"title": None}, "title must be a string"),
+        ({"title": 42}, "title must be a string"),
+        ({"title": "x" * 81}, "title must be at most 80 characters (got 81)"),
+        ({"title": "x", "description": "d" * 121}, "description must be at most 120 characters (got 121)"),
+        ({"title": "x", "deadline_at": "not a date"}, "deadline_at must be an ISO-8601 date-time such as 2023-02-27T00:00:00, or null"),
+        ({"title": "x", "deadline_at": 12}, "deadline_at must be an ISO-8601 date-time such as 2023-02-27T00:00:00, or null"),
+        ({"title": "x", "completed": "yes"}, "completed must be true or false"),
+        ({"title": "line\nbreak"}, "title must not contain control characters"),
+    ],
+)
+def test_bad_create_bodies_are_400_with_a_message(client: TestClient, engine: Engine, body, message):  # type: ignore[no-untyped-def]
+    """Every bad body is a 400 {"error": ...} and creates nothing."""
+    response = client.post(API, json=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM todos")).scalar() == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{", "request body is not valid JSON"),
+        (b"", "request body must be a JSON object"),
+        (b"[]", "request body must be a JSON object"),
+        (b'"a string"', "request body must be a JSON object"),
+    ],
+)
+def test_malformed_bodies_are_400(client: TestClient, raw: bytes, message: str):
+    """Not JSON, or JSON that is not an object: 400 on POST and PUT alike."""
+    todo = create(client)
+    for method, path in (("POST", API), ("PUT", f"{API}/{todo['id']}")):
+        response = client.request(method, path, content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (method, response.text)
+        assert response.json() == {"error": message}
+
+
+def test_bad_update_leaves_the_todo_unchanged(client: TestClient):
+    """PUT with extra keys, id, or a bad deadline is 400 and changes nothing."""
+    todo = create(client, title="stable")
+    for body in ({"title": "new", "id": 99}, {"extra": 1}, {"title": "new", "deadline_at": "soon"}):
+        response = client.put(f"{API}/{todo['id']}", json=body)
+        assert response.status_code == 400
+    assert client.get(f"{API}/{todo['id']}").json() == todo
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"window": "abc"}, "window must be a whole number of days between -36500 and 36500"),
+        ({"window": "99999999999"}, "window must be a whole number of days between -36500 and 36500"),
+        ({"completed": "maybe"}, "completed must be true or false"),
+    ],
+)
+def test_bad_query_parameters_are_400(client: TestClient, query, message):  # type: ignore[no-untyped-def]
+    """Bad filters are 400, even when some todos have no deadline."""
+    create(client, title="undated")
+    response = client.get(API, params=query)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+
+
+def test_window_with_undated_todos_is_not_an_error(client: TestClient):
+    """The course 500s on ?window when a todo has no deadline; undated ones are left out."""
+    create(client, title="undated")
+    create(client, title="due", deadline_at="2001-01-01T00:00:00")
+    response = client.get(API, params={"window": "1"})
+    assert response.status_code == 200
+    assert [t["title"] for t in response.json()] == ["due"]
+
+
+def test_non_integer_id_and_unknown_routes_are_404(client: TestClient):
+    """/todos/abc and unknown paths are 404 with an error body."""
+    for path in (f"{API}/abc", "/api/v1/nope"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert "error" in response.json()
+
+
+def test_oversized_body_is_413(client: TestClient):
+    """Bodies beyond API_MAX_BODY_BYTES are refused before parsing."""
+    response = client.post(API, content=b'{"title": "' + b"x" * 100_000 + b'"}')
+    assert response.status_code == 413
+    assert "error" in response.json()
+
+
+def test_openapi_schema_is_served(client: TestClient):
+    """OpenAPI lives under /schema and documents our routes."""
+    response = client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "/api/v1/todos" in paths
+    assert "/api/v1/todos/ical/{task_id}/status" in paths
+
+
+def test_request_id_is_echoed(client: TestClient):
+    """A sane X-Request-ID is kept; otherwise one is made."""
+    assert client.get("/api/v1/health", headers={"x-request-id": "abc-123"}).headers[
+        "x-request-id"
+    ] == "abc-123"
+    assert len(client.get("/api/v1/health").headers["x-request-id"]) == 32

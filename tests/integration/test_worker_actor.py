@@ -1,0 +1,92 @@
+"""The calendar actor under a real Dramatiq Worker with our full middleware stack."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import dramatiq
+import pytest
+from sqlalchemy import Engine
+
+from models.queue import calendar_message
+from models.settings import Settings
+from tests.integration.jobs import insert_job, insert_todos, job_row
+from tests.workers import redis_worker, stub_worker
+from workers.lifecycle import run_job
+from workers.middleware import current_resources
+
+
+def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 15):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = job_row(engine, job_id)
+        if row.status in ("SUCCESS", "FAILURE"):
+            return row
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job_row(engine, job_id).status}")
+
+
+def test_same_message_delivered_twice_gives_one_identical_success(engine: Engine, settings: Settings):
+    """Two copies of one job's message (also at the same time) leave one SUCCESS row."""
+    insert_todos(engine, 2000)
+    job_id = insert_job(engine)
+    with stub_worker(settings, threads=4) as broker:
+        message = calendar_message(settings.broker.queue_name, job_id)
+        broker.enqueue(message)
+        broker.enqueue(message)
+        broker.join(settings.broker.queue_name, fail_fast=True)
+        row = wait_final(engine, job_id)
+        first_result = row.result
+        broker.enqueue(message)  # and once more after it finished
+        broker.join(settings.broker.queue_name, fail_fast=True)
+    row = job_row(engine, job_id)
+    assert (row.status, row.attempts) == ("SUCCESS", 1)
+    assert row.result == first_result
+    assert row.result.count("BEGIN:VEVENT") == 2000
+
+
+def test_duplicates_over_real_redis_run_once(engine: Engine, settings: Settings):
+    """Five concurrent copies of one message over Redis: one run, one SUCCESS."""
+    insert_todos(engine, 5000)
+    job_id = insert_job(engine)
+    with redis_worker(settings, threads=4) as broker:
+        for _ in range(5):
+            broker.enqueue(calendar_message(settings.broker.queue_name, job_id))
+        row = wait_final(engine, job_id)
+        time.sleep(0.5)  # let the other copies be consumed
+    row = job_row(engine, job_id)
+    assert (row.status, row.attempts) == ("SUCCESS", 1)
+
+
+def test_a_job_that_always_fails_ends_failure_with_its_reason(engine: Engine, settings: Settings):
+    """After JOB_MAX_RETRIES retries the job is FAILURE and says why; nothing loops."""
+    job_id = insert_job(engine)
+
+    def always_fails(job: str) -> None:
+        def work(session, job_row):  # type: ignore[no-untyped-def]
+            raise RuntimeError("the calendar service is on fire")
+
+        run_job(current_resources().engine, uuid.UUID(job), work)
+
+    with stub_worker(settings) as broker:
+        dramatiq.actor(always_fails, broker=broker, queue_name="poison")
+        always_fails_actor = broker.get_actor("always_fails")
+        always_fails_actor.send(str(job_id))
+        with pytest.raises(RuntimeError, match="on fire"):
+            broker.join("poison", fail_fast=True)  # re-raises the dead-lettered error
+    row = job_row(engine, job_id)
+    retries = settings.jobs.max_retries
+    assert row.status == "FAILURE"
+    assert row.attempts == retries + 1
+    assert row.error == f"failed after {retries + 1} attempts: RuntimeError: the calendar service is on fire"
+
+
+def test_a_message_with_a_bad_job_id_fails_without_retries(engine: Engine, settings: Settings):
+    """An undecodable job id is a permanent error: dead-lettered at once, no retries."""
+    with stub_worker(settings) as broker:
+        broker.get_actor("render_calendar").send("not-a-uuid")
+        with pytest.raises(Exception, match="not a job id"):
+            broker.join(settings.broker.queue_name, fail_fast=True)
+        assert len(broker.dead_letters) == 1
+        assert broker.dead_letters[0].options.get("retries", 0) == 0

@@ -1,0 +1,60 @@
+"""Settings: read once from a mapping, validated, with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.settings import ConfigError, Settings, normalise_database_url
+
+BASE = {"DATABASE_URL": "postgresql://u@db:5432/t", "BROKER_URL": "redis://r:6379/0"}
+
+
+def test_postgresql_urls_are_pointed_at_psycopg2():
+    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3, which we do not ship."""
+    assert normalise_database_url("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert normalise_database_url("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert normalise_database_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_defaults_are_explicit_production_values():
+    """Unset optional variables take our defaults, not the libraries'."""
+    settings = Settings.from_env(BASE)
+    assert settings.database.url == "postgresql+psycopg2://u@db:5432/t"
+    assert settings.jobs.max_retries == 5
+    assert settings.jobs.max_backoff_ms <= 900_000
+    assert settings.jobs.time_limit_ms == 60_000
+    assert settings.broker.queue_name == "ical"
+
+
+@pytest.mark.parametrize("missing", ["DATABASE_URL", "BROKER_URL"])
+def test_required_variables_must_be_set(missing: str):
+    """A missing required variable names itself and what it is for."""
+    environ = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"{missing} is not set"):
+        Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"JOB_MAX_BACKOFF_MS": "900001"}, "exceeds 900000 ms"),
+        ({"JOB_MAX_RETRIES": "many"}, "JOB_MAX_RETRIES must be an integer"),
+        ({"JOB_MIN_BACKOFF_MS": "0"}, "JOB_MIN_BACKOFF_MS must be positive"),
+        ({"BROKER_URL": "amqp://x"}, "BROKER_URL must be a redis:// URL"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json, console or auto"),
+        ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE must be at least 1"),
+    ],
+)
+def test_unsafe_or_malformed_values_are_refused(extra: dict[str, str], message: str):
+    """Values that would lose jobs or cannot be parsed stop start-up with a reason."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE, **extra})
+
+
+def test_env_names_lists_every_variable_read():
+    """The list the docs and config checks rely on covers each group."""
+    names = Settings.env_names()
+    for name in ("DATABASE_URL", "BROKER_URL", "JOB_TIME_LIMIT_MS", "LOG_FORMAT", "PUBLIC_BASE_URL"):
+        assert name in names
+    assert len(names) == len(set(names))
