@@ -121,9 +121,10 @@ class BrokerSettings(_FromEnv):
     )
     redis_maintenance_chance: int = env(
         "REDIS_MAINTENANCE_CHANCE",
-        "1 in N broker calls also re-queues dead workers' messages (Dramatiq's default, 1000, "
-        "leaves a crashed worker's job stranded for 10+ minutes on a quiet queue)",
-        20,
+        "broker calls per million that also re-queue dead workers' messages (Dramatiq's "
+        "default, 1000, leaves a crashed worker's job stranded for 10+ minutes on a quiet "
+        "queue; 50000 = 5% runs it about once a second per idle worker process)",
+        50_000,
     )
     send_timeout_s: int = env(
         "BROKER_SEND_TIMEOUT_S", "the API gives up sending a job message after this long", 5
@@ -132,8 +133,8 @@ class BrokerSettings(_FromEnv):
     def __post_init__(self) -> None:
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"BROKER_URL must be a redis:// URL, not {self.url!r}")
-        if self.redis_maintenance_chance < 1:
-            raise ConfigError("REDIS_MAINTENANCE_CHANCE must be at least 1")
+        if not 1 <= self.redis_maintenance_chance <= 1_000_000:
+            raise ConfigError("REDIS_MAINTENANCE_CHANCE must be between 1 and 1000000")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,113 @@
+"""Failure paths with real processes: a SIGKILLed worker, SIGTERM, the broker going away."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.integration.jobs import insert_todos, job_row
+from tests.processes import PrivateRedis, Process, free_port, start_api, start_worker
+
+pytestmark = pytest.mark.e2e
+
+#: Enough todos that rendering takes a couple of seconds: time to interrupt it.
+SLOW_CALENDAR_TODOS = 300_000
+
+
+def submit(api: str) -> uuid.UUID:
+    response = httpx.post(f"{api}/api/v1/todos/ical", timeout=10)
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["task_id"])
+
+
+def wait_status(engine: Engine, job_id: uuid.UUID, wanted: set[str], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = job_row(engine, job_id).status
+        if status in wanted:
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} is {job_row(engine, job_id).status}, wanted {wanted}")
+
+
+def test_sigkilled_worker_job_completes_on_a_new_worker(
+    api: str, service_env: dict[str, str], engine: Engine, processes: list[Process]
+):
+    """Kill -9 a worker mid-job: the job reaches SUCCESS on the next worker within seconds."""
+    insert_todos(engine, SLOW_CALENDAR_TODOS)
+    doomed = start_worker(service_env)
+    processes.append(doomed)
+    job_id = submit(api)
+    wait_status(engine, job_id, {"STARTED"})
+    doomed.stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    processes.append(start_worker(service_env))
+    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}) == "SUCCESS"
+    recovered_in = time.monotonic() - killed_at
+    row = job_row(engine, job_id)
+    assert row.attempts == 2
+    assert row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
+    print(f"\nSIGKILL -> SUCCESS on a new worker in {recovered_in:.1f} s")
+    assert recovered_in < 30
+
+
+def test_sigterm_hands_a_running_job_back_and_it_completes(
+    api: str, service_env: dict[str, str], engine: Engine, processes: list[Process]
+):
+    """SIGTERM mid-job (the ECS stop path): the job is interrupted, retried, and completes."""
+    insert_todos(engine, SLOW_CALENDAR_TODOS)
+    stopping = start_worker(service_env)
+    processes.append(stopping)
+    job_id = submit(api)
+    wait_status(engine, job_id, {"STARTED"})
+    started = time.monotonic()
+    exit_code = stopping.stop(signal.SIGTERM, timeout=30)
+    assert time.monotonic() - started < 30
+    assert exit_code == 0, stopping.log()
+
+    processes.append(start_worker(service_env))
+    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}) == "SUCCESS"
+    assert job_row(engine, job_id).result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
+
+
+def test_broker_down_at_submission_then_back(
+    service_env: dict[str, str], engine: Engine, processes: list[Process]
+):
+    """Redis down: 503 and the job is FAILURE (nothing waits); Redis back: jobs flow again."""
+    redis = PrivateRedis()
+    redis.start()
+    env = {**service_env, "BROKER_URL": redis.url, "BROKER_SEND_TIMEOUT_S": "2"}
+    try:
+        port = free_port()
+        processes.append(start_api(env, port))
+        api = f"http://127.0.0.1:{port}"
+        processes.append(start_worker(env))
+
+        redis.stop()
+        response = httpx.post(f"{api}/api/v1/todos/ical", timeout=10)
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": "job queue unavailable: the calendar job could not be queued, try again shortly"
+        }
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT status FROM jobs")).scalars().all()
+        assert rows == ["FAILURE"]
+        # The API itself stays healthy for everything that does not need the broker.
+        assert httpx.get(f"{api}/api/v1/todos", timeout=10).status_code == 200
+
+        redis.start()  # same port, empty (it keeps nothing on disk)
+        job_id = submit(api)
+        assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}) == "SUCCESS"
+        with engine.connect() as conn:
+            left = conn.execute(
+                text("SELECT count(*) FROM jobs WHERE status IN ('PENDING', 'STARTED', 'RETRY')")
+            ).scalar()
+        assert left == 0
+    finally:
+        redis.stop()

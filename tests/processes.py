@@ -1,0 +1,140 @@
+"""Starting the real API (uvicorn) and worker (dramatiq CLI) processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from tests.services import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A child process in its own process group, logging to a file we can show on failure."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+        self.name = name
+        self.log_path = Path(tempfile.mkstemp(prefix=f"taskoverflow-{name}-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            argv, cwd=ROOT, env={**os.environ, **env}, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        self.signal_group(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            return self.popen.wait(5)
+        finally:
+            self._log.close()
+
+
+def start_api(env: Mapping[str, str], port: int) -> Process:
+    proc = Process(
+        "api",
+        [str(BIN / "uvicorn"), "--factory", "api.app:create_app_from_env",
+         "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        env,
+    )
+    wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc)
+    return proc
+
+
+def start_worker(env: Mapping[str, str], *, processes: int = 1, threads: int = 2) -> Process:
+    proc = Process(
+        "worker",
+        [str(BIN / "dramatiq"), "workers.main", "-p", str(processes), "-t", str(threads),
+         "--skip-logging", "--worker-shutdown-timeout", "10000"],
+        {**env, "DRAMATIQ_THREADS": str(threads), "dramatiq_worker_timeout": "100"},
+    )
+    wait_log(proc, "Worker process is ready", timeout=30)
+    return proc
+
+
+def wait_http(url: str, proc: Process, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} not answering at {url}:\n{proc.log()}")
+
+
+def wait_log(proc: Process, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in proc.log():
+            return
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log()}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} never logged {text!r}:\n{proc.log()}")
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, to stop and start without touching others'."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="taskoverflow-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
