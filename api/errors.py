@@ -66,9 +66,7 @@ def _database_error(request: Request, exc: sqlalchemy.exc.DBAPIError) -> Respons
 
 
 def _unhandled(request: Request, exc: Exception) -> Response[dict[str, str]]:
-    log.error(
-        "unhandled error", method=request.method, path=request.url.path, exc_info=exc
-    )
+    log.error("unhandled error", method=request.method, path=request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
 
 

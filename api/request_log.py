@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import cast
 
 import structlog
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 log = structlog.get_logger("api.access")
 
@@ -30,7 +31,10 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -38,7 +42,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             log.info(
                 "request",
-                method=scope["method"],
+                method=cast("HTTPScope", scope)["method"],
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),

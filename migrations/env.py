@@ -20,7 +20,9 @@ def _database_url() -> str:
 
     url = os.environ.get("DATABASE_URL")
     if not url:
-        raise SystemExit("alembic: DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1/taskoverflow)")
+        raise SystemExit(
+            "alembic: DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1/taskoverflow)"
+        )
     return normalise_database_url(url)
 
 

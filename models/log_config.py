@@ -60,12 +60,16 @@ def configure_logging(settings: LogSettings, *, process: str) -> None:
 
 
 def _add_process(process: str) -> structlog.types.Processor:
-    def add(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    def add(
+        _logger: object, _name: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
         event.setdefault("process", process)
         return event
 
     return add
 
 
-def _identity(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+def _identity(
+    _logger: object, _name: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
     return event

@@ -140,7 +140,8 @@ class BrokerSettings(_FromEnv):
 @dataclass(frozen=True)
 class JobSettings(_FromEnv):
     time_limit_ms: int = env(
-        "JOB_TIME_LIMIT_MS", "an attempt running longer than this is interrupted and retried",
+        "JOB_TIME_LIMIT_MS",
+        "an attempt running longer than this is interrupted and retried",
         60_000,
     )
     max_retries: int = env(

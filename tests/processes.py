@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -34,18 +35,20 @@ class Process:
         self.log_path = Path(tempfile.mkstemp(prefix=f"taskoverflow-{name}-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            argv,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         self.signal_group(sig)
@@ -61,8 +64,16 @@ class Process:
 def start_api(env: Mapping[str, str], port: int) -> Process:
     proc = Process(
         "api",
-        [str(BIN / "uvicorn"), "--factory", "api.app:create_app_from_env",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        [
+            str(BIN / "uvicorn"),
+            "--factory",
+            "api.app:create_app_from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
         env,
     )
     wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc)
@@ -72,8 +83,17 @@ def start_api(env: Mapping[str, str], port: int) -> Process:
 def start_worker(env: Mapping[str, str], *, processes: int = 1, threads: int = 2) -> Process:
     proc = Process(
         "worker",
-        [str(BIN / "dramatiq"), "workers.main", "-p", str(processes), "-t", str(threads),
-         "--skip-logging", "--worker-shutdown-timeout", "10000"],
+        [
+            str(BIN / "dramatiq"),
+            "workers.main",
+            "-p",
+            str(processes),
+            "-t",
+            str(threads),
+            "--skip-logging",
+            "--worker-shutdown-timeout",
+            "10000",
+        ],
         {**env, "DRAMATIQ_THREADS": str(threads), "dramatiq_worker_timeout": "100"},
     )
     wait_log(proc, "Worker process is ready", timeout=30)
@@ -120,9 +140,21 @@ class PrivateRedis:
     def start(self) -> None:
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -30,7 +30,9 @@ def redis_worker(settings: Settings, *, threads: int = 2) -> Iterator[dramatiq.B
 @contextmanager
 def stub_worker(settings: Settings, *, threads: int = 2) -> Iterator[StubBroker]:
     """Our full middleware stack on Dramatiq's in-memory broker, with a real Worker."""
-    broker = StubBroker(middleware=worker_middleware(settings, threads=threads, run_reconciler=False))
+    broker = StubBroker(
+        middleware=worker_middleware(settings, threads=threads, run_reconciler=False)
+    )
     broker.emit_after("process_boot")
     dramatiq.set_broker(broker)
     register_actors(broker, settings.broker.queue_name)

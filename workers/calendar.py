@@ -23,7 +23,7 @@ def dated_todos(session: Session) -> Iterator[CalendarTodo]:
         .execution_options(yield_per=FETCH_BATCH)
     )
     for row in session.execute(stmt):
-        yield CalendarTodo(*row)
+        yield CalendarTodo._make(row)
 
 
 def calendar_work(uid_domain: str):  # type: ignore[no-untyped-def]

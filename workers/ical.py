@@ -32,7 +32,7 @@ class CalendarTodo(NamedTuple):
     id: int
     title: str
     description: str | None
-    deadline_at: datetime
+    deadline_at: datetime | None  #: None: not on the calendar
     updated_at: datetime
 
 
@@ -64,9 +64,13 @@ def fold(line: str) -> str:
 
 def format_utc(moment: datetime) -> str:
     """A naive-UTC datetime as an RFC 5545 UTC DATE-TIME (``19970714T173000Z``)."""
-    return moment.strftime("%Y%m%dT%H%M%SZ") if moment.year >= 1000 else (
-        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
-        f"T{moment.hour:02d}{moment.minute:02d}{moment.second:02d}Z"
+    return (
+        moment.strftime("%Y%m%dT%H%M%SZ")
+        if moment.year >= 1000
+        else (
+            f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
+            f"T{moment.hour:02d}{moment.minute:02d}{moment.second:02d}Z"
+        )
     )
 
 

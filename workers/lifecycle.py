@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import Engine, update
+from sqlalchemy import CursorResult, Engine, update
 from sqlalchemy.orm import Session
 
 from models import Job, JobStatus
@@ -110,7 +111,7 @@ def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str) -> bool:
     """Set an unfinished job to FAILURE with ``reason``; False if it was already final."""
     now = utcnow()
     with Session(engine) as session:
-        changed = session.execute(
+        result = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.not_in([JobStatus.SUCCESS, JobStatus.FAILURE]))
             .values(
@@ -119,6 +120,6 @@ def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str) -> bool:
                 finished_at=now,
                 updated_at=now,
             )
-        ).rowcount
+        )
         session.commit()
-    return bool(changed)
+    return bool(cast("CursorResult[Any]", result).rowcount)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import dramatiq
 import structlog
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -56,15 +57,18 @@ class WorkerResources(Middleware):
         global _current
         # One connection per worker thread plus one for the reconciler: nobody waits.
         engine = create_db_engine(
-            self.settings.database, application_name="taskoverflow-worker",
+            self.settings.database,
+            application_name="taskoverflow-worker",
             pool_size=self.threads + 1,
         )
         _current = Resources(settings=self.settings, engine=engine)
         if self.run_reconciler:
             self._stop.clear()
             self._reconciler = threading.Thread(
-                target=self._reconcile_forever, args=(broker, engine),
-                name="reconciler", daemon=True,
+                target=self._reconcile_forever,
+                args=(broker, engine),
+                name="reconciler",
+                daemon=True,
             )
             self._reconciler.start()
 
@@ -102,7 +106,7 @@ class WorkerResources(Middleware):
 class JobLogContext(Middleware):
     """Binds job id, message id and attempt to every log line of the job's thread."""
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         structlog.contextvars.bind_contextvars(
             job_id=message.args[0] if message.args else None,
             message_id=message.message_id,
@@ -113,7 +117,7 @@ class JobLogContext(Middleware):
     def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
         structlog.contextvars.clear_contextvars()
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         structlog.contextvars.clear_contextvars()
 
 

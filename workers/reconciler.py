@@ -64,9 +64,8 @@ def reconcile_once(
             # Started as often as retries allow and still unfinished: something kills the
             # worker running it (out of memory, a crash loop). Stop instead of looping forever.
             job.status = JobStatus.FAILURE
-            job.error = (
-                f"abandoned after {job.attempts} attempts that never finished"
-                + (f"; last error: {job.error}" if job.error else "")
+            job.error = f"abandoned after {job.attempts} attempts that never finished" + (
+                f"; last error: {job.error}" if job.error else ""
             )
             job.finished_at = now
             outcome.abandoned.append(job.id)

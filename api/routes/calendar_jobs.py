@@ -37,7 +37,7 @@ def _job_id(task_id: str) -> uuid.UUID:
 
 class CalendarJobController(Controller):
     path = "/api/v1/todos/ical"
-    tags = ["calendar jobs"]
+    tags = ("calendar jobs",)
 
     @post(
         sync_to_thread=True,

@@ -45,7 +45,7 @@ def _not_found() -> ApiError:
 
 class TodoController(Controller):
     path = "/api/v1/todos"
-    tags = ["todos"]
+    tags = ("todos",)
 
     @get(sync_to_thread=True, summary="List todos, newest first")
     def list_todos(

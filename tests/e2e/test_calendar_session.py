@@ -14,10 +14,16 @@ from tests.processes import Process, start_worker
 pytestmark = pytest.mark.e2e
 
 HOSTILE = [
-    {"title": "Semicolons; commas, back\\slash", "description": "line one\nline two; three, four",
-     "deadline_at": "2024-04-19T14:00:00"},
-    {"title": "Ünïcødé 😀 日本語 " + "長" * 40, "description": "é" * 120,
-     "deadline_at": "2024-04-20 09:30:00.000"},
+    {
+        "title": "Semicolons; commas, back\\slash",
+        "description": "line one\nline two; three, four",
+        "deadline_at": "2024-04-19T14:00:00",
+    },
+    {
+        "title": "Ünïcødé 😀 日本語 " + "長" * 40,
+        "description": "é" * 120,
+        "deadline_at": "2024-04-20 09:30:00.000",
+    },
     {"title": "Offset deadline", "description": "", "deadline_at": "2024-04-21T10:00:00+10:00"},
     {"title": "No deadline", "description": "left out of the calendar"},
     {"title": "Null deadline", "deadline_at": None},
@@ -60,7 +66,8 @@ def test_contract_calendar_session(api: str, service_env: dict[str, str], proces
     # Every line ends in CRLF and is at most 75 octets (RFC 5545 §3.1).
     assert raw.endswith(b"\r\n")
     for line in raw.split(b"\r\n")[:-1]:
-        assert not line.endswith(b"\r") and b"\n" not in line
+        assert not line.endswith(b"\r")
+        assert b"\n" not in line
         assert len(line) <= 75, line
     calendar = icalendar.Calendar.from_ical(raw)
     events = {str(e["UID"]): e for e in calendar.walk("VEVENT")}
@@ -70,7 +77,8 @@ def test_contract_calendar_session(api: str, service_env: dict[str, str], proces
         event = events[f"{todo['id']}@taskoverflow.local"]
         assert str(event["SUMMARY"]) == todo["title"]
         start = event["DTSTART"].dt
-        assert start.tzinfo is not None and start.utcoffset().total_seconds() == 0
+        assert start.tzinfo is not None
+        assert start.utcoffset().total_seconds() == 0
         assert start == datetime.fromisoformat(todo["deadline_at"]).replace(tzinfo=UTC)
         assert "DTSTAMP" in event
         if todo["description"]:

@@ -93,7 +93,8 @@ def test_broker_down_at_submission_then_back(
         response = httpx.post(f"{api}/api/v1/todos/ical", timeout=10)
         assert response.status_code == 503
         assert response.json() == {
-            "error": "job queue unavailable: the calendar job could not be queued, try again shortly"
+            "error": "job queue unavailable: the calendar job could not be queued, "
+            "try again shortly"
         }
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT status FROM jobs")).scalars().all()

@@ -10,7 +10,9 @@ from sqlalchemy import Engine, text
 from models.clock import utcnow
 
 
-def insert_job(engine: Engine, *, status: str = "PENDING", age_s: float = 0, attempts: int = 0) -> uuid.UUID:
+def insert_job(
+    engine: Engine, *, status: str = "PENDING", age_s: float = 0, attempts: int = 0
+) -> uuid.UUID:
     job_id = uuid.uuid4()
     at = utcnow() - timedelta(seconds=age_s)
     with engine.begin() as conn:
@@ -29,12 +31,15 @@ def job_row(engine: Engine, job_id: uuid.UUID):  # type: ignore[no-untyped-def]
         return conn.execute(text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id}).one()
 
 
-def insert_todos(engine: Engine, count: int, *, deadline: datetime | None = datetime(2030, 1, 1)) -> None:
+def insert_todos(
+    engine: Engine, count: int, *, deadline: datetime | None = datetime(2030, 1, 1)
+) -> None:
     """``count`` todos in one statement (generate_series), for big calendars."""
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO todos (title, description, completed, deadline_at, created_at, updated_at)"
+                "INSERT INTO todos"
+                " (title, description, completed, deadline_at, created_at, updated_at)"
                 " SELECT 'Todo ' || i, 'about, todo; ' || i, false,"
                 " CAST(:deadline AS timestamp) + i * interval '1 minute', now(), now()"
                 " FROM generate_series(1, :count) AS i"

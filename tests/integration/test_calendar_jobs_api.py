@@ -38,7 +38,8 @@ def test_submission_is_202_with_absolute_task_url_and_location(client: TestClien
         status, enqueued = conn.execute(
             text("SELECT status, enqueued_at FROM jobs WHERE id = :id"), {"id": job_id}
         ).one()
-    assert status == "PENDING" and enqueued is not None
+    assert status == "PENDING"
+    assert enqueued is not None
     status = client.get(body["task_url"]).json()
     assert status == {
         "task_id": str(job_id),
@@ -68,7 +69,10 @@ def test_job_runs_on_a_real_redis_worker_and_serves_the_calendar(
     client: TestClient, settings: Settings
 ):
     """POST -> Redis -> worker -> SUCCESS; the result is text/calendar with the dated todos."""
-    client.post("/api/v1/todos", json={"title": "Dated; with, specials", "deadline_at": "2024-04-19T14:00:00"})
+    client.post(
+        "/api/v1/todos",
+        json={"title": "Dated; with, specials", "deadline_at": "2024-04-19T14:00:00"},
+    )
     client.post("/api/v1/todos", json={"title": "Undated"})
     task_url = client.post(JOBS).json()["task_url"]
     with redis_worker(settings):
@@ -86,7 +90,9 @@ def test_broker_down_at_submission_is_503_and_leaves_no_waiting_job(
     database_url: str, engine: Engine
 ):
     """With the broker unreachable: 503 with a reason, and the job is FAILURE, not PENDING."""
-    down = make_settings(database_url, BROKER_URL="redis://127.0.0.1:9/0", BROKER_SEND_TIMEOUT_S="1")
+    down = make_settings(
+        database_url, BROKER_URL="redis://127.0.0.1:9/0", BROKER_SEND_TIMEOUT_S="1"
+    )
     with TestClient(create_app(down)) as client:
         response = client.post(JOBS)
     assert response.status_code == 503

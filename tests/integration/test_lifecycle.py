@@ -10,11 +10,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from models import Job
+from tests.integration.jobs import insert_job, insert_todos, job_row
 from workers.calendar import calendar_work
 from workers.errors import PermanentJobError
 from workers.job_lock import lock_key
 from workers.lifecycle import mark_failed, run_job
-from tests.integration.jobs import insert_job, insert_todos, job_row
 
 render = calendar_work("taskoverflow.test")
 
@@ -28,9 +28,11 @@ def test_a_job_runs_once_and_a_second_delivery_changes_nothing(engine: Engine):
     assert run_job(engine, job_id, render) == "skipped-finished"
     second = job_row(engine, job_id)
     assert first == second
-    assert first.status == "SUCCESS" and first.attempts == 1
+    assert first.status == "SUCCESS"
+    assert first.attempts == 1
     assert first.result.count("BEGIN:VEVENT") == 5
-    assert first.started_at is not None and first.finished_at is not None
+    assert first.started_at is not None
+    assert first.finished_at is not None
 
 
 def test_concurrent_deliveries_run_the_job_once(engine: Engine):
@@ -82,7 +84,9 @@ def test_transient_failure_is_recorded_as_retry_and_reraised(engine: Engine):
         run_job(engine, job_id, broken)
     row = job_row(engine, job_id)
     assert (row.status, row.error, row.attempts) == (
-        "RETRY", "ConnectionError: upstream went away", 1
+        "RETRY",
+        "ConnectionError: upstream went away",
+        1,
     )
     assert run_job(engine, job_id, render) == "success"
     row = job_row(engine, job_id)
@@ -116,7 +120,10 @@ def test_mark_failed_never_overwrites_a_finished_job(engine: Engine):
     assert mark_failed(engine, done, "late") is False
     assert mark_failed(engine, open_job, "gave up") is True
     assert job_row(engine, done).status == "SUCCESS"
-    assert (job_row(engine, open_job).status, job_row(engine, open_job).error) == ("FAILURE", "gave up")
+    assert (job_row(engine, open_job).status, job_row(engine, open_job).error) == (
+        "FAILURE",
+        "gave up",
+    )
 
 
 def test_calendar_reads_todos_with_bounded_batches(engine: Engine):

@@ -29,7 +29,9 @@ def test_upgrade_head_downgrade_base_and_back_on_an_empty_database():
             (["downgrade", "base"], {"alembic_version"}),
             (["upgrade", "head"], {"alembic_version", "jobs", "todos"}),
         ):
-            done = subprocess.run(alembic + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                alembic + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+            )
             assert done.returncode == 0, done.stderr
             engine = engine_for(url)
             assert set(inspect(engine).get_table_names()) == tables
@@ -53,7 +55,11 @@ def test_alembic_refuses_to_run_without_database_url():
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     done = subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "DATABASE_URL is not set" in done.stderr

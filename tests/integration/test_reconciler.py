@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from models import Job
 from models.settings import Settings
-from workers.reconciler import reconcile_once
 from tests.integration.jobs import insert_job, job_row
+from workers.reconciler import reconcile_once
 
 
 def run(engine: Engine, settings: Settings) -> tuple[list[uuid.UUID], object]:
@@ -43,14 +43,17 @@ def test_stale_started_and_retry_jobs_are_sent_again(engine: Engine, settings: S
     finished = insert_job(engine, status="SUCCESS", age_s=stale + 5, attempts=1)
     sent, _ = run(engine, settings)
     assert set(sent) == {started, retry}
-    assert running not in sent and finished not in sent
+    assert running not in sent
+    assert finished not in sent
 
 
 def test_jobs_that_never_finish_are_abandoned_not_looped(engine: Engine, settings: Settings):
     """A job started max_retries + 1 times without finishing ends FAILURE with a reason."""
     attempts = settings.jobs.max_retries + 1
-    job_id = insert_job(engine, status="STARTED", age_s=settings.jobs.stale_after_s + 5, attempts=attempts)
-    sent, outcome = run(engine, settings)
+    job_id = insert_job(
+        engine, status="STARTED", age_s=settings.jobs.stale_after_s + 5, attempts=attempts
+    )
+    sent, _outcome = run(engine, settings)
     assert sent == []
     row = job_row(engine, job_id)
     assert row.status == "FAILURE"

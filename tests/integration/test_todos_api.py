@@ -28,8 +28,15 @@ def test_create_returns_201_and_the_full_todo(client: TestClient):
     response = client.post(API, json=body)
     assert response.status_code == 201
     todo = response.json()
-    assert set(todo) == {"id", "title", "description", "completed", "deadline_at",
-                         "created_at", "updated_at"}
+    assert set(todo) == {
+        "id",
+        "title",
+        "description",
+        "completed",
+        "deadline_at",
+        "created_at",
+        "updated_at",
+    }
     assert todo["title"] == "Write report"
     assert todo["description"] == "draft"
     assert todo["completed"] is False
@@ -58,17 +65,19 @@ def test_list_is_newest_first_and_filters_combine(client: TestClient):
     undated = create(client, title="undated", completed=True)
     assert [t["id"] for t in client.get(API).json()] == [undated["id"], soon["id"], old["id"]]
     assert [t["title"] for t in client.get(API, params={"completed": "true"}).json()] == [
-        "undated", "old"
+        "undated",
+        "old",
     ]
     assert [t["title"] for t in client.get(API, params={"completed": "false"}).json()] == ["soon"]
     # window: overdue included, undated excluded, far future excluded
     assert [t["title"] for t in client.get(API, params={"window": "5"}).json()] == ["old"]
     assert [t["title"] for t in client.get(API, params={"window": "36500"}).json()] == [
-        "soon", "old"
+        "soon",
+        "old",
     ]
-    assert client.get(API, params={"window": "36500", "completed": "true"}).json()[0][
-        "title"
-    ] == "old"
+    assert (
+        client.get(API, params={"window": "36500", "completed": "true"}).json()[0]["title"] == "old"
+    )
 
 
 def test_update_changes_only_the_keys_sent(client: TestClient):
@@ -114,14 +123,25 @@ def test_unknown_ids_are_404_todo_not_found(client: TestClient, todo_id: str):
         ({"title": None}, "title must be a string"),
         ({"title": 42}, "title must be a string"),
         ({"title": "x" * 81}, "title must be at most 80 characters (got 81)"),
-        ({"title": "x", "description": "d" * 121}, "description must be at most 120 characters (got 121)"),
-        ({"title": "x", "deadline_at": "not a date"}, "deadline_at must be an ISO-8601 date-time such as 2023-02-27T00:00:00, or null"),
-        ({"title": "x", "deadline_at": 12}, "deadline_at must be an ISO-8601 date-time such as 2023-02-27T00:00:00, or null"),
+        (
+            {"title": "x", "description": "d" * 121},
+            "description must be at most 120 characters (got 121)",
+        ),
+        (
+            {"title": "x", "deadline_at": "not a date"},
+            "deadline_at must be an ISO-8601 date-time such as 2023-02-27T00:00:00, or null",
+        ),
+        (
+            {"title": "x", "deadline_at": 12},
+            "deadline_at must be an ISO-8601 date-time such as 2023-02-27T00:00:00, or null",
+        ),
         ({"title": "x", "completed": "yes"}, "completed must be true or false"),
         ({"title": "line\nbreak"}, "title must not contain control characters"),
     ],
 )
-def test_bad_create_bodies_are_400_with_a_message(client: TestClient, engine: Engine, body, message):  # type: ignore[no-untyped-def]
+def test_bad_create_bodies_are_400_with_a_message(
+    client: TestClient, engine: Engine, body, message
+):  # type: ignore[no-untyped-def]
     """Every bad body is a 400 {"error": ...} and creates nothing."""
     response = client.post(API, json=body)
     assert response.status_code == 400
@@ -143,7 +163,9 @@ def test_malformed_bodies_are_400(client: TestClient, raw: bytes, message: str):
     """Not JSON, or JSON that is not an object: 400 on POST and PUT alike."""
     todo = create(client)
     for method, path in (("POST", API), ("PUT", f"{API}/{todo['id']}")):
-        response = client.request(method, path, content=raw, headers={"content-type": "application/json"})
+        response = client.request(
+            method, path, content=raw, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 400, (method, response.text)
         assert response.json() == {"error": message}
 
@@ -161,7 +183,10 @@ def test_bad_update_leaves_the_todo_unchanged(client: TestClient):
     ("query", "message"),
     [
         ({"window": "abc"}, "window must be a whole number of days between -36500 and 36500"),
-        ({"window": "99999999999"}, "window must be a whole number of days between -36500 and 36500"),
+        (
+            {"window": "99999999999"},
+            "window must be a whole number of days between -36500 and 36500",
+        ),
         ({"completed": "maybe"}, "completed must be true or false"),
     ],
 )
@@ -208,7 +233,8 @@ def test_openapi_schema_is_served(client: TestClient):
 
 def test_request_id_is_echoed(client: TestClient):
     """A sane X-Request-ID is kept; otherwise one is made."""
-    assert client.get("/api/v1/health", headers={"x-request-id": "abc-123"}).headers[
-        "x-request-id"
-    ] == "abc-123"
+    assert (
+        client.get("/api/v1/health", headers={"x-request-id": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
     assert len(client.get("/api/v1/health").headers["x-request-id"]) == 32

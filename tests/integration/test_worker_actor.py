@@ -27,7 +27,9 @@ def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 15):  # type:
     raise AssertionError(f"job {job_id} still {job_row(engine, job_id).status}")
 
 
-def test_same_message_delivered_twice_gives_one_identical_success(engine: Engine, settings: Settings):
+def test_same_message_delivered_twice_gives_one_identical_success(
+    engine: Engine, settings: Settings
+):
     """Two copies of one job's message (also at the same time) leave one SUCCESS row."""
     insert_todos(engine, 2000)
     job_id = insert_job(engine)
@@ -79,7 +81,10 @@ def test_a_job_that_always_fails_ends_failure_with_its_reason(engine: Engine, se
     retries = settings.jobs.max_retries
     assert row.status == "FAILURE"
     assert row.attempts == retries + 1
-    assert row.error == f"failed after {retries + 1} attempts: RuntimeError: the calendar service is on fire"
+    assert (
+        row.error
+        == f"failed after {retries + 1} attempts: RuntimeError: the calendar service is on fire"
+    )
 
 
 def test_a_message_with_a_bad_job_id_fails_without_retries(engine: Engine, settings: Settings):

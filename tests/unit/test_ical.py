@@ -27,7 +27,8 @@ def assert_well_formed(text: str) -> None:
     assert text.endswith("\r\n")
     lines = text.split("\r\n")[:-1]
     for line in lines:
-        assert "\r" not in line and "\n" not in line, repr(line)
+        assert "\r" not in line, repr(line)
+        assert "\n" not in line, repr(line)
         assert len(line.encode("utf-8")) <= 75, repr(line)
 
 
@@ -95,7 +96,8 @@ def test_calendar_without_todos_is_still_a_calendar():
     """No todos: a valid, empty VCALENDAR."""
     text = render_calendar([], uid_domain="d")
     assert parse_events(text) == []
-    assert text.startswith("BEGIN:VCALENDAR\r\n") and text.endswith("END:VCALENDAR\r\n")
+    assert text.startswith("BEGIN:VCALENDAR\r\n")
+    assert text.endswith("END:VCALENDAR\r\n")
 
 
 def test_rendering_is_deterministic():

@@ -26,8 +26,11 @@ def test_api_modules_import_no_worker_code():
     for path in pathlib.Path(ROOT, "api").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = (
-                [alias.name for alias in node.names] if isinstance(node, ast.Import)
-                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
             )
             offenders += [f"{path}: {n}" for n in names if n.split(".")[0] == "workers"]
     assert offenders == []

@@ -55,6 +55,12 @@ def test_unsafe_or_malformed_values_are_refused(extra: dict[str, str], message: 
 def test_env_names_lists_every_variable_read():
     """The list the docs and config checks rely on covers each group."""
     names = Settings.env_names()
-    for name in ("DATABASE_URL", "BROKER_URL", "JOB_TIME_LIMIT_MS", "LOG_FORMAT", "PUBLIC_BASE_URL"):
+    for name in (
+        "DATABASE_URL",
+        "BROKER_URL",
+        "JOB_TIME_LIMIT_MS",
+        "LOG_FORMAT",
+        "PUBLIC_BASE_URL",
+    ):
         assert name in names
     assert len(names) == len(set(names))

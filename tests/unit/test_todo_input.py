@@ -66,9 +66,15 @@ def test_updates_do_not_require_a_title():
         ({"title": "a\r\nb"}, "title must not contain control characters"),
         ({"title": "nul\x00"}, "title must not contain control characters"),
         ({"title": "bad \ud800"}, "title must be valid Unicode (it contains a lone surrogate)"),
-        ({"title": "t", "description": "d" * 121}, "description must be at most 120 characters (got 121)"),
+        (
+            {"title": "t", "description": "d" * 121},
+            "description must be at most 120 characters (got 121)",
+        ),
         ({"title": "t", "description": 3}, "description must be a string"),
-        ({"title": "t", "description": "bell\x07"}, "description must not contain control characters (line breaks and tabs are allowed)"),
+        (
+            {"title": "t", "description": "bell\x07"},
+            "description must not contain control characters (line breaks and tabs are allowed)",
+        ),
         ({"title": "t", "completed": "true"}, "completed must be true or false"),
         ({"title": "t", "completed": 1}, "completed must be true or false"),
         ({"title": "t", "completed": None}, "completed must be true or false"),
@@ -88,11 +94,14 @@ def test_limits_are_inclusive_and_count_characters_not_bytes():
 
 def test_description_may_be_null_or_empty_and_keep_line_breaks():
     """null clears it, "" is kept as sent, newlines and tabs are allowed."""
-    assert parse_todo_fields({"title": "t", "description": None}, creating=True)["description"] is None
+    assert (
+        parse_todo_fields({"title": "t", "description": None}, creating=True)["description"] is None
+    )
     assert parse_todo_fields({"title": "t", "description": ""}, creating=True)["description"] == ""
-    assert parse_todo_fields({"title": "t", "description": "a\n\tb"}, creating=True)[
-        "description"
-    ] == "a\n\tb"
+    assert (
+        parse_todo_fields({"title": "t", "description": "a\n\tb"}, creating=True)["description"]
+        == "a\n\tb"
+    )
 
 
 @pytest.mark.parametrize(
@@ -114,8 +123,18 @@ def test_datetimes_are_read_as_utc(raw: str, expected: datetime):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "tomorrow", "2024-13-01T00:00:00", "2024-02-30", "10000-01-01T00:00:00",
-     "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", 20240101, True, "9" * 100],
+    [
+        "",
+        "tomorrow",
+        "2024-13-01T00:00:00",
+        "2024-02-30",
+        "10000-01-01T00:00:00",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        20240101,
+        True,
+        "9" * 100,
+    ],
 )
 def test_bad_datetimes_are_refused(raw):  # type: ignore[no-untyped-def]
     """Unparseable, impossible or out-of-range datetimes are 400s, never 500s."""

@@ -24,10 +24,11 @@ def render_calendar(job_id: str) -> None:
 
 
 def register_calendar_actor(broker: dramatiq.Broker, queue_name: str) -> dramatiq.Actor:
-    return dramatiq.actor(
-        render_calendar,
+    declare = dramatiq.actor(
         broker=broker,
         actor_name=CALENDAR_ACTOR,
         queue_name=queue_name,
+        # Not worth retrying: fail the message at once (and dead-letter it).
         throws=(PermanentJobError,),
     )
+    return declare(render_calendar)

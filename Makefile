@@ -1,0 +1,82 @@
+# TaskOverflow: one command per task. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed-dev
+
+# Local services by default (the machine's Postgres and Redis); override on the command line.
+DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/taskoverflow
+BROKER_URL   ?= redis://127.0.0.1:6379/0
+PORT         ?= 6400
+PROCESSES    ?= 1
+THREADS      ?= 4
+export DATABASE_URL BROKER_URL
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements/dev.txt requirements/runtime.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install --quiet --python $(PY) -r requirements/dev.txt
+	@touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install the pinned dependencies (runtime + dev)
+
+.PHONY: lock
+lock: $(STAMP) ## Re-pin requirements/*.txt from pyproject.toml (no index URLs recorded)
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --no-header -q -o requirements/runtime.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements/runtime.txt --python-version 3.11 --no-header -q -o requirements/dev.txt
+
+.PHONY: run
+run: $(STAMP) ## Run the system in the foreground: migrate, API on :6400, one worker (Ctrl-C stops all)
+	PORT=$(PORT) PROCESSES=$(PROCESSES) THREADS=$(THREADS) VENV=$(VENV) ops/dev/run.sh
+
+.PHONY: db
+db: $(STAMP) ## Create the database named by DATABASE_URL if it does not exist
+	$(PY) ops/dev/create_database.py
+
+.PHONY: migrate
+migrate: db ## Apply migrations (alembic upgrade head)
+	$(BIN)/alembic upgrade head
+
+.PHONY: api
+api: $(STAMP) ## Run only the API (uvicorn) on $(PORT)
+	exec $(BIN)/uvicorn --factory api.app:create_app_from_env --host 127.0.0.1 --port $(PORT) --no-access-log
+
+.PHONY: worker
+worker: $(STAMP) ## Run only a worker: make worker PROCESSES=2 THREADS=8
+	DRAMATIQ_THREADS=$(THREADS) dramatiq_worker_timeout=100 exec $(BIN)/dramatiq workers.main \
+		-p $(PROCESSES) -t $(THREADS) --skip-logging --worker-shutdown-timeout 25000
+
+.PHONY: test
+test: $(STAMP) ## Run every test (unit, integration, end-to-end) against the local Postgres and Redis
+	$(BIN)/pytest
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Run only the unit tests (no services needed)
+	$(BIN)/pytest tests/unit
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint and format check) and the import-direction contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+.PHONY: format
+format: $(STAMP) ## Format and auto-fix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy over api, workers and models
+	$(BIN)/mypy
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmark against the seed design (Flask + Celery) side by side
+	$(PY) ops/bench/compare.py
