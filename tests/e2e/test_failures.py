@@ -35,15 +35,23 @@ def wait_status(engine: Engine, job_id: uuid.UUID, wanted: set[str], timeout: fl
     raise AssertionError(f"job {job_id} is {job_row(engine, job_id).status}, wanted {wanted}")
 
 
+def slow_job_running(
+    api: str, env: dict[str, str], engine: Engine, processes: list[Process]
+) -> tuple[Process, uuid.UUID]:
+    """A worker process busy rendering a big calendar job (STARTED in the database)."""
+    insert_todos(engine, SLOW_CALENDAR_TODOS)
+    worker = start_worker(env)
+    processes.append(worker)
+    job_id = submit(api)
+    wait_status(engine, job_id, {"STARTED"})
+    return worker, job_id
+
+
 def test_sigkilled_worker_job_completes_on_a_new_worker(
     api: str, service_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """Kill -9 a worker mid-job: the job reaches SUCCESS on the next worker within seconds."""
-    insert_todos(engine, SLOW_CALENDAR_TODOS)
-    doomed = start_worker(service_env)
-    processes.append(doomed)
-    job_id = submit(api)
-    wait_status(engine, job_id, {"STARTED"})
+    doomed, job_id = slow_job_running(api, service_env, engine, processes)
     doomed.stop(signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -61,11 +69,7 @@ def test_sigterm_hands_a_running_job_back_and_it_completes(
     api: str, service_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """SIGTERM mid-job (the ECS stop path): the job is interrupted, retried, and completes."""
-    insert_todos(engine, SLOW_CALENDAR_TODOS)
-    stopping = start_worker(service_env)
-    processes.append(stopping)
-    job_id = submit(api)
-    wait_status(engine, job_id, {"STARTED"})
+    stopping, job_id = slow_job_running(api, service_env, engine, processes)
     started = time.monotonic()
     exit_code = stopping.stop(signal.SIGTERM, timeout=30)
     assert time.monotonic() - started < 30
