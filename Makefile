@@ -19,10 +19,11 @@ export DATABASE_URL BROKER_URL
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): requirements/dev.txt requirements/runtime.txt
+$(STAMP): requirements/dev.txt requirements/runtime.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(BIN)/uv pip install --quiet --python $(PY) -r requirements/dev.txt
+	$(BIN)/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
 .PHONY: install
@@ -53,6 +54,28 @@ api: $(STAMP) ## Run only the API (uvicorn) on $(PORT)
 worker: $(STAMP) ## Run only a worker: make worker PROCESSES=2 THREADS=8
 	DRAMATIQ_THREADS=$(THREADS) dramatiq_worker_timeout=100 exec $(BIN)/dramatiq workers.main \
 		-p $(PROCESSES) -t $(THREADS) --skip-logging --worker-shutdown-timeout 25000
+
+# A local SQS-compatible server (moto) for running on SQS; see README "Running on SQS".
+SQS_PORT         ?= 5000
+SQS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
+LOCAL_AWS := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1
+
+.PHONY: sqs-server
+sqs-server: $(STAMP) ## Run a local SQS-compatible server (moto) on 127.0.0.1:$(SQS_PORT), foreground
+	exec $(BIN)/moto_server -H 127.0.0.1 -p $(SQS_PORT)
+
+.PHONY: sqs-queues
+sqs-queues: $(STAMP) ## Create the job queue + DLQ (redrive policy) on the local SQS server
+	$(LOCAL_AWS) SQS_ENDPOINT_URL=$(SQS_ENDPOINT_URL) $(PY) ops/dev/create_sqs_queues.py
+
+.PHONY: run-sqs
+run-sqs: $(STAMP) ## Like `run`, but jobs travel over the local SQS server (start `make sqs-server` first)
+	$(LOCAL_AWS) BROKER_URL=sqs:// SQS_ENDPOINT_URL=$(SQS_ENDPOINT_URL) \
+		PORT=$(PORT) PROCESSES=$(PROCESSES) THREADS=$(THREADS) VENV=$(VENV) ops/dev/run.sh
+
+.PHONY: demo-queues
+demo-queues: $(STAMP) ## Create the practical's csse6400_prac and csse6400_prac.fifo on the local SQS server
+	$(LOCAL_AWS) $(BIN)/queue-demo-queues --endpoint-url $(SQS_ENDPOINT_URL)
 
 .PHONY: test
 test: $(STAMP) ## Run every test (unit, integration, end-to-end) against the local Postgres and Redis

@@ -14,18 +14,29 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from models.settings import BrokerSettings
+from models.sqs import JobSQSBroker
 
 #: The actor that renders a calendar job; ``workers.actors.calendar`` registers it.
 CALENDAR_ACTOR = "render_calendar"
 
 
 def build_broker(
-    settings: BrokerSettings, middleware: Sequence[dramatiq.Middleware] = ()
+    settings: BrokerSettings,
+    middleware: Sequence[dramatiq.Middleware] = (),
+    *,
+    consumer_prefetch: int | None = None,
 ) -> dramatiq.Broker:
     """The broker ``BROKER_URL`` names, with exactly the middleware given (no defaults).
 
     Connecting is lazy: nothing touches the network until the first send or receive.
+    ``consumer_prefetch`` caps how many messages a consumer holds (SQS; workers only).
     """
+    if settings.is_sqs:
+        broker: dramatiq.Broker = JobSQSBroker(
+            settings, middleware, consumer_prefetch=consumer_prefetch
+        )
+        broker.declare_queue(settings.queue_name)
+        return broker
     broker = RedisBroker(
         url=settings.url,
         namespace=settings.namespace,
@@ -34,7 +45,7 @@ def build_broker(
         maintenance_chance=settings.redis_maintenance_chance,
     )
     # redis-py waits forever by default; a send must fail fast so the API can answer 503.
-    pool_kwargs = broker.client.connection_pool.connection_kwargs
+    pool_kwargs = broker.client.connection_pool.connection_kwargs  # type: ignore[attr-defined]
     pool_kwargs.setdefault("socket_connect_timeout", settings.send_timeout_s)
     pool_kwargs.setdefault("socket_timeout", settings.send_timeout_s)
     broker.declare_queue(settings.queue_name)

@@ -7,6 +7,7 @@ README's configuration table is this file in prose. Nothing here runs at import 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 from collections.abc import Mapping
@@ -16,6 +17,10 @@ from typing import Any, Self, get_type_hints
 #: SQS rejects a message delay above 15 minutes; dramatiq-sqs swallows that error and
 #: deletes the message, so no retry backoff may ever exceed it (ARCHITECTURE.md §4).
 SQS_MAX_DELAY_MS = 900_000
+
+#: Default SQS visibility timeout = job time limit + this: room for the attempt to finish,
+#: be acknowledged, and for the worker's clock and SQS's to disagree a little.
+SQS_VISIBILITY_MARGIN_S = 30
 
 
 class ConfigError(ValueError):
@@ -107,7 +112,11 @@ def normalise_database_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class BrokerSettings(_FromEnv):
-    url: str = env("BROKER_URL", "where job messages travel: redis://host:6379/0")
+    url: str = env(
+        "BROKER_URL",
+        "where job messages travel: redis://host:6379/0 (development) or sqs:// (production; "
+        "region and endpoint from SQS_REGION / SQS_ENDPOINT_URL)",
+    )
     queue_name: str = env("QUEUE_NAME", "the Dramatiq queue calendar jobs are sent to", "ical")
     namespace: str = env(
         "BROKER_NAMESPACE",
@@ -129,10 +138,48 @@ class BrokerSettings(_FromEnv):
     send_timeout_s: int = env(
         "BROKER_SEND_TIMEOUT_S", "the API gives up sending a job message after this long", 5
     )
+    sqs_region: str = env("SQS_REGION", "AWS region of the SQS queues", "us-east-1")
+    sqs_endpoint_url: str | None = env(
+        "SQS_ENDPOINT_URL",
+        "SQS-compatible endpoint (a local moto server: http://127.0.0.1:5000); unset on AWS",
+        None,
+    )
+    sqs_visibility_timeout_s: int | None = env(
+        "SQS_VISIBILITY_TIMEOUT_S",
+        "how long a received message stays hidden before SQS redelivers it (a crashed "
+        "worker's job comes back after this); default: the job time limit + 30 s, and it "
+        "must exceed the time limit",
+        None,
+    )
+    sqs_wait_time_s: int = env(
+        "SQS_WAIT_TIME_S",
+        "long-poll wait of each receive (0-20): a message is handed over the moment it "
+        "arrives, and an idle worker makes one request per this many seconds",
+        5,
+    )
+    sqs_max_receive_count: int = env(
+        "SQS_MAX_RECEIVE_COUNT",
+        "receives before SQS moves a message to the DLQ (crash loops, undecodable messages); "
+        "used when this code creates the queues, and mirrored by ops/ Terraform",
+        5,
+    )
+    sqs_create_queues: bool = env(
+        "SQS_CREATE_QUEUES",
+        "development only: create missing queues (and their DLQs) instead of refusing to start",
+        False,
+    )
+
+    @property
+    def is_sqs(self) -> bool:
+        return self.url.startswith("sqs://")
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"BROKER_URL must be a redis:// URL, not {self.url!r}")
+        if not self.url.startswith(("redis://", "rediss://", "unix://", "sqs://")):
+            raise ConfigError(f"BROKER_URL must be a redis:// or sqs:// URL, not {self.url!r}")
+        if not 0 <= self.sqs_wait_time_s <= 20:
+            raise ConfigError("SQS_WAIT_TIME_S must be between 0 and 20 (SQS's long-poll cap)")
+        if self.sqs_max_receive_count < 1:
+            raise ConfigError("SQS_MAX_RECEIVE_COUNT must be at least 1")
         if not 1 <= self.redis_maintenance_chance <= 1_000_000:
             raise ConfigError("REDIS_MAINTENANCE_CHANCE must be between 1 and 1000000")
 
@@ -224,6 +271,26 @@ class Settings:
     jobs: JobSettings
     api: ApiSettings
     log: LogSettings
+
+    def __post_init__(self) -> None:
+        if not self.broker.is_sqs:
+            return
+        time_limit_s = self.jobs.time_limit_ms / 1000
+        visibility = self.broker.sqs_visibility_timeout_s
+        if visibility is None:
+            object.__setattr__(
+                self.broker,
+                "sqs_visibility_timeout_s",
+                math.ceil(time_limit_s) + SQS_VISIBILITY_MARGIN_S,
+            )
+        elif visibility <= time_limit_s:
+            raise ConfigError(
+                f"SQS_VISIBILITY_TIMEOUT_S={visibility} must exceed the job time limit "
+                f"({time_limit_s:g} s, JOB_TIME_LIMIT_MS): otherwise SQS hands a running "
+                "job's message to a second worker"
+            )
+        elif visibility > 12 * 3600:
+            raise ConfigError("SQS_VISIBILITY_TIMEOUT_S cannot exceed 43200 (12 hours)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ from sqlalchemy import Engine, text
 
 from models.database import create_db_engine
 from models.settings import Settings
+from tests.processes import MotoServer
 from tests.services import REDIS_URL, migrate, require_port, scratch_database
 
 
@@ -41,6 +43,33 @@ def database_url() -> Iterator[str]:
 def redis_url() -> str:
     require_port(REDIS_URL, "Redis")
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """A moto server on 127.0.0.1 for the whole run. Credentials are fakes, so nothing
+    in the test run can ever reach real AWS."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_SESSION_TOKEN", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ[name] = value
+    server = MotoServer()
+    yield server.url
+    server.stop()
+
+
+def make_sqs_settings(database_url: str, endpoint: str, **overrides: str) -> Settings:
+    """Settings for the SQS broker on the local moto server, queues created on first use."""
+    sqs = {
+        "BROKER_URL": "sqs://",
+        "SQS_ENDPOINT_URL": endpoint,
+        "SQS_CREATE_QUEUES": "true",
+        "SQS_WAIT_TIME_S": "1",
+    }
+    return make_settings(database_url, **{**sqs, **overrides})
 
 
 @pytest.fixture

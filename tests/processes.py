@@ -51,7 +51,18 @@ class Process:
             os.killpg(self.popen.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
-        self.signal_group(sig)
+        """Signal the process and wait for it (SIGKILL for the whole group if it lingers).
+
+        SIGKILL goes to the whole process group, as when a container is killed. Other signals
+        go to the main process only, as a container runtime delivers them to PID 1: the
+        dramatiq CLI forwards them to its worker processes itself, and a worker that got one
+        from us as well would take the second signal as "kill now".
+        """
+        if sig == signal.SIGKILL:
+            self.signal_group(sig)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -170,3 +181,30 @@ class PrivateRedis:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+
+class MotoServer:
+    """A real SQS-compatible HTTP server (moto) on a free loopback port, in its own process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = Process(
+            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], {}
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.popen.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError(f"moto server did not start:\n{self.proc.log()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.stop()

@@ -17,7 +17,8 @@ B = TypeVar("B", bound=dramatiq.Broker)
 
 
 @contextmanager
-def _consuming(broker: B, settings: Settings, threads: int) -> Iterator[B]:
+def consuming_worker(broker: B, settings: Settings, threads: int) -> Iterator[B]:
+    """Register our actors on ``broker`` and run a real Worker on it for the block."""
     register_actors(broker, settings.broker.queue_name)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50)
     worker.start()
@@ -31,7 +32,7 @@ def _consuming(broker: B, settings: Settings, threads: int) -> Iterator[B]:
 def redis_worker(settings: Settings, *, threads: int = 2):  # type: ignore[no-untyped-def]
     """A real Worker consuming the real Redis broker, as ``dramatiq workers.main`` would."""
     broker = build_worker_broker(settings, threads=threads, run_reconciler=False)
-    return _consuming(broker, settings, threads)
+    return consuming_worker(broker, settings, threads)
 
 
 def stub_worker(settings: Settings, *, threads: int = 2):  # type: ignore[no-untyped-def]
@@ -39,4 +40,4 @@ def stub_worker(settings: Settings, *, threads: int = 2):  # type: ignore[no-unt
     middleware = worker_middleware(settings, threads=threads, run_reconciler=False)
     broker = StubBroker(middleware=middleware)
     dramatiq.set_broker(broker)
-    return _consuming(broker, settings, threads)
+    return consuming_worker(broker, settings, threads)

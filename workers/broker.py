@@ -53,6 +53,7 @@ def build_worker_broker(
     broker = build_broker(
         settings.broker,
         worker_middleware(settings, threads=threads, run_reconciler=run_reconciler),
+        consumer_prefetch=threads,
     )
     dramatiq.set_broker(broker)
     return broker

@@ -11,6 +11,7 @@ import structlog
 
 from models.log_config import configure_logging
 from models.settings import ConfigError, Settings
+from models.sqs import JobSQSBroker, QueueMissing
 from workers.actors import register_actors
 from workers.broker import build_worker_broker
 
@@ -23,6 +24,11 @@ except (ConfigError, ValueError) as exc:
 configure_logging(settings.log, process="worker")
 broker = build_worker_broker(settings, threads=threads)
 register_actors(broker, settings.broker.queue_name)
+if isinstance(broker, JobSQSBroker):
+    try:
+        broker.resolve_queues()
+    except QueueMissing as exc:
+        raise SystemExit(f"taskoverflow worker: {exc}") from None
 structlog.get_logger("workers").info(
     "worker process ready", queue=settings.broker.queue_name, threads=threads
 )

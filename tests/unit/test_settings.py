@@ -41,7 +41,7 @@ def test_required_variables_must_be_set(missing: str):
         ({"JOB_MAX_BACKOFF_MS": "900001"}, "exceeds 900000 ms"),
         ({"JOB_MAX_RETRIES": "many"}, "JOB_MAX_RETRIES must be an integer"),
         ({"JOB_MIN_BACKOFF_MS": "0"}, "JOB_MIN_BACKOFF_MS must be positive"),
-        ({"BROKER_URL": "amqp://x"}, "BROKER_URL must be a redis:// URL"),
+        ({"BROKER_URL": "amqp://x"}, "BROKER_URL must be a redis:// or sqs:// URL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json, console or auto"),
         ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE must be at least 1"),
     ],
@@ -64,3 +64,34 @@ def test_env_names_lists_every_variable_read():
     ):
         assert name in names
     assert len(names) == len(set(names))
+
+
+SQS = {**BASE, "BROKER_URL": "sqs://"}
+
+
+def test_sqs_visibility_defaults_to_the_time_limit_plus_a_margin():
+    """Never dramatiq-sqs's 12 hours: time limit (60 s) + 30 s."""
+    assert Settings.from_env(SQS).broker.sqs_visibility_timeout_s == 90
+    fast = Settings.from_env({**SQS, "JOB_TIME_LIMIT_MS": "5500"})
+    assert fast.broker.sqs_visibility_timeout_s == 36
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"SQS_VISIBILITY_TIMEOUT_S": "60"},
+            "SQS_VISIBILITY_TIMEOUT_S=60 must exceed the job time limit",
+        ),
+        ({"SQS_VISIBILITY_TIMEOUT_S": "50000"}, "cannot exceed 43200"),
+        ({"JOB_MAX_BACKOFF_MS": "1000000"}, "JOB_MAX_BACKOFF_MS=1000000 exceeds 900000 ms"),
+        ({"SQS_WAIT_TIME_S": "21"}, "SQS_WAIT_TIME_S must be between 0 and 20"),
+        ({"SQS_CREATE_QUEUES": "maybe"}, "SQS_CREATE_QUEUES must be true or false"),
+    ],
+)
+def test_sqs_settings_that_would_lose_or_strand_jobs_are_refused(
+    extra: dict[str, str], message: str
+):
+    """A visibility not above the time limit, or a backoff SQS cannot delay, stops start-up."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**SQS, **extra})
