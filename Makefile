@@ -52,8 +52,7 @@ api: $(STAMP) ## Run only the API (uvicorn) on $(PORT)
 
 .PHONY: worker
 worker: $(STAMP) ## Run only a worker: make worker PROCESSES=2 THREADS=8
-	DRAMATIQ_THREADS=$(THREADS) dramatiq_worker_timeout=100 exec $(BIN)/dramatiq workers.main \
-		-p $(PROCESSES) -t $(THREADS) --skip-logging --worker-shutdown-timeout 25000
+	WORKER_PROCESSES=$(PROCESSES) DRAMATIQ_THREADS=$(THREADS) exec $(PY) -m workers
 
 # A local SQS-compatible server (moto) for running on SQS; see README "Running on SQS".
 SQS_PORT         ?= 5000
@@ -99,6 +98,10 @@ format: $(STAMP) ## Format and auto-fix with ruff
 .PHONY: typecheck
 typecheck: $(STAMP) ## mypy over api, workers and models
 	$(BIN)/mypy
+
+.PHONY: images-smoke
+images-smoke: ## Build both images with podman and run them: migrate, API, 2 workers, a job, SIGTERM
+	ops/images/smoke.sh
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmark against the seed design (Flask + Celery) side by side

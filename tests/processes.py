@@ -94,18 +94,13 @@ def start_api(env: Mapping[str, str], port: int) -> Process:
 def start_worker(env: Mapping[str, str], *, processes: int = 1, threads: int = 2) -> Process:
     proc = Process(
         "worker",
-        [
-            str(BIN / "dramatiq"),
-            "workers.main",
-            "-p",
-            str(processes),
-            "-t",
-            str(threads),
-            "--skip-logging",
-            "--worker-shutdown-timeout",
-            "10000",
-        ],
-        {**env, "DRAMATIQ_THREADS": str(threads), "dramatiq_worker_timeout": "100"},
+        [str(BIN / "python"), "-m", "workers"],  # the launcher the images use
+        {
+            **env,
+            "WORKER_PROCESSES": str(processes),
+            "DRAMATIQ_THREADS": str(threads),
+            "WORKER_SHUTDOWN_TIMEOUT_MS": "10000",
+        },
     )
     wait_log(proc, "Worker process is ready", timeout=30)
     return proc

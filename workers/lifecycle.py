@@ -61,6 +61,7 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work) -> str:
             job.attempts += 1
             job.started_at = utcnow()
             session.commit()
+            log.info("job started", kind=job.kind, attempts=job.attempts)
 
             started = time.perf_counter()
             try:

@@ -19,8 +19,7 @@ trap stop INT TERM EXIT
 
 "$bin/uvicorn" --factory api.app:create_app_from_env --host 127.0.0.1 --port "$port" --no-access-log &
 pids+=($!)
-DRAMATIQ_THREADS=$threads dramatiq_worker_timeout=100 "$bin/dramatiq" workers.main \
-  -p "$processes" -t "$threads" --skip-logging --worker-shutdown-timeout 25000 &
+WORKER_PROCESSES=$processes DRAMATIQ_THREADS=$threads "$bin/python" -m workers &
 pids+=($!)
 
 echo "TaskOverflow: API on http://127.0.0.1:$port/api/v1/todos (docs: /schema), $processes worker process(es) x $threads threads. Ctrl-C to stop."

@@ -1,0 +1,39 @@
+"""``python -m workers`` builds the dramatiq command line from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.__main__ import dramatiq_argv
+
+
+def test_counts_and_shutdown_timeout_come_from_the_environment():
+    """WORKER_PROCESSES, DRAMATIQ_THREADS and WORKER_SHUTDOWN_TIMEOUT_MS size the pool."""
+    argv = dramatiq_argv(
+        {"WORKER_PROCESSES": "3", "DRAMATIQ_THREADS": "6", "WORKER_SHUTDOWN_TIMEOUT_MS": "9000"}
+    )
+    assert argv == [
+        "dramatiq",
+        "workers.main",
+        "--processes",
+        "3",
+        "--threads",
+        "6",
+        "--skip-logging",
+        "--worker-shutdown-timeout",
+        "9000",
+    ]
+
+
+def test_defaults_are_explicit():
+    """Never Dramatiq's one-process-per-CPU default: 1 process, 8 threads."""
+    argv = dramatiq_argv({})
+    assert argv[argv.index("--processes") + 1] == "1"
+    assert argv[argv.index("--threads") + 1] == "8"
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", ""])
+def test_bad_counts_are_refused(bad: str):
+    """A count that is not a positive integer stops the launcher with its name."""
+    with pytest.raises(SystemExit, match="WORKER_PROCESSES must be a positive integer"):
+        dramatiq_argv({"WORKER_PROCESSES": bad})
