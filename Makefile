@@ -19,11 +19,16 @@ export DATABASE_URL BROKER_URL
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): requirements/dev.txt requirements/runtime.txt pyproject.toml
+# checkov gets its own environment: it pins a fork of python-hcl2 that clashes with ours.
+CHECKOV_VENV := .venv-checkov
+
+$(STAMP): requirements/dev.txt requirements/runtime.txt requirements/checkov.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(BIN)/uv pip install --quiet --python $(PY) -r requirements/dev.txt
 	$(BIN)/uv pip install --quiet --python $(PY) --no-deps -e .
+	@test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	$(BIN)/uv pip install --quiet --python $(CHECKOV_VENV)/bin/python -r requirements/checkov.txt
 	@touch $(STAMP)
 
 .PHONY: install
@@ -33,6 +38,7 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies (runtime +
 lock: $(STAMP) ## Re-pin requirements/*.txt from pyproject.toml (no index URLs recorded)
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --no-header -q -o requirements/runtime.txt
 	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements/runtime.txt --python-version 3.11 --no-header -q -o requirements/dev.txt
+	echo "checkov==3.3.30" | $(BIN)/uv pip compile - --python-version 3.11 --no-header -q -o requirements/checkov.txt
 
 .PHONY: run
 run: $(STAMP) ## Run the system in the foreground: migrate, API on :6400, one worker (Ctrl-C stops all)
@@ -98,6 +104,12 @@ format: $(STAMP) ## Format and auto-fix with ruff
 .PHONY: typecheck
 typecheck: $(STAMP) ## mypy over api, workers and models
 	$(BIN)/mypy
+
+.PHONY: check-terraform
+check-terraform: $(STAMP) ## Offline checks of ops/terraform: fmt (if terraform is installed), checkov, HCL ties to the code
+	@if command -v terraform >/dev/null; then terraform fmt -check -recursive ops/terraform; fi
+	cd ops && ../$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --quiet
+	$(BIN)/pytest -q tests/unit/test_terraform.py
 
 .PHONY: images-smoke
 images-smoke: ## Build both images with podman and run them: migrate, API, 2 workers, a job, SIGTERM

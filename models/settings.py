@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self, get_type_hints
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 #: SQS rejects a message delay above 15 minutes; dramatiq-sqs swallows that error and
 #: deletes the message, so no retry backoff may ever exceed it (ARCHITECTURE.md §4).
 SQS_MAX_DELAY_MS = 900_000
@@ -71,11 +74,17 @@ class _FromEnv:
         return [f.metadata["env"] for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DatabaseSettings(_FromEnv):
     url: str = env(
         "DATABASE_URL",
         "SQLAlchemy URL of the Postgres database, e.g. postgresql://user@host:5432/taskoverflow",
+    )
+    password: str | None = env(
+        "DB_PASSWORD",
+        "password for DATABASE_URL's user, kept out of the URL (on ECS it is injected from "
+        "the RDS-managed secret); overrides any password in the URL",
+        None,
     )
     pool_size: int = env(
         "DB_POOL_SIZE",
@@ -92,8 +101,19 @@ class DatabaseSettings(_FromEnv):
         "DB_CONNECT_TIMEOUT_S", "give up connecting after this many seconds", 5
     )
 
+    def __repr__(self) -> str:
+        # Never print a password (settings end up in logs and tracebacks).
+        return f"DatabaseSettings(url={make_url(self.url)!r}, pool_size={self.pool_size})"
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", normalise_database_url(self.url))
+        url = normalise_database_url(self.url)
+        if self.password is not None:
+            try:
+                parsed = make_url(url)
+            except ArgumentError:
+                raise ConfigError("DATABASE_URL is not a valid database URL") from None
+            url = parsed.set(password=self.password).render_as_string(hide_password=False)
+        object.__setattr__(self, "url", url)
         if self.pool_size < 1:
             raise ConfigError("DB_POOL_SIZE must be at least 1")
 

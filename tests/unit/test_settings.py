@@ -95,3 +95,19 @@ def test_sqs_settings_that_would_lose_or_strand_jobs_are_refused(
     """A visibility not above the time limit, or a backoff SQS cannot delay, stops start-up."""
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({**SQS, **extra})
+
+
+def test_db_password_is_added_to_the_url_and_never_shown():
+    """DB_PASSWORD (an ECS secret) completes DATABASE_URL; repr hides it."""
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "DATABASE_URL": "postgresql://app@db.internal:5432/t?sslmode=require",
+            "DB_PASSWORD": "p@ss/w:rd",
+        }
+    )
+    assert settings.database.url == (
+        "postgresql+psycopg2://app:p%40ss%2Fw%3Ard@db.internal:5432/t?sslmode=require"
+    )
+    assert "p@ss" not in repr(settings.database)
+    assert "p%40ss" not in repr(settings)

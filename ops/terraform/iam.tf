@@ -1,0 +1,123 @@
+# --- IAM: one role per job, each allowed only what its process does -----------------------
+# With var.existing_task_role_arn (the Learner Lab's LabRole, which forbids creating roles)
+# none of this is created and that role is used for everything.
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+# Execution role: what ECS itself needs to start a task (pull, log, read the DB secret).
+resource "aws_iam_role" "execution" {
+  count              = local.create_roles ? 1 : 0
+  name               = "${var.name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+data "aws_iam_policy_document" "execution" {
+  statement {
+    sid       = "PullImages"
+    actions   = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
+    resources = [for repo in aws_ecr_repository.app : repo.arn]
+  }
+  statement {
+    sid       = "EcrLogin"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"] # this API has no resource-level permissions
+  }
+  statement {
+    sid       = "WriteLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [for group in aws_cloudwatch_log_group.app : "${group.arn}:*"]
+  }
+  statement {
+    sid       = "ReadDatabasePassword"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_db_instance.main.master_user_secret[0].secret_arn]
+  }
+  statement {
+    sid       = "DecryptImagesAndSecret"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  count  = local.create_roles ? 1 : 0
+  name   = "start-tasks"
+  role   = aws_iam_role.execution[0].id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+# API task role: send calendar jobs (dramatiq-sqs also looks up the DLQ's URL).
+resource "aws_iam_role" "api" {
+  count              = local.create_roles ? 1 : 0
+  name               = "${var.name}-api"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+data "aws_iam_policy_document" "api" {
+  statement {
+    sid       = "SendJobs"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.jobs.arn]
+  }
+  statement {
+    sid       = "FindDeadLetterQueue"
+    actions   = ["sqs:GetQueueUrl"]
+    resources = [aws_sqs_queue.jobs_dlq.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "api" {
+  count  = local.create_roles ? 1 : 0
+  name   = "send-jobs"
+  role   = aws_iam_role.api[0].id
+  policy = data.aws_iam_policy_document.api.json
+}
+
+# Worker task role: consume jobs, re-send retries (and the reconciler's re-sends) to the job
+# queue, dead-letter failed ones.
+resource "aws_iam_role" "worker" {
+  count              = local.create_roles ? 1 : 0
+  name               = "${var.name}-worker"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+data "aws_iam_policy_document" "worker" {
+  statement {
+    sid = "ConsumeJobs"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:SendMessage",
+      "sqs:GetQueueUrl",
+      "sqs:GetQueueAttributes",
+    ]
+    resources = [aws_sqs_queue.jobs.arn]
+  }
+  statement {
+    sid       = "DeadLetter"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl"]
+    resources = [aws_sqs_queue.jobs_dlq.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "worker" {
+  count  = local.create_roles ? 1 : 0
+  name   = "consume-jobs"
+  role   = aws_iam_role.worker[0].id
+  policy = data.aws_iam_policy_document.worker.json
+}
+
+locals {
+  execution_role_arn = local.create_roles ? aws_iam_role.execution[0].arn : var.existing_task_role_arn
+  api_role_arn       = local.create_roles ? aws_iam_role.api[0].arn : var.existing_task_role_arn
+  worker_role_arn    = local.create_roles ? aws_iam_role.worker[0].arn : var.existing_task_role_arn
+}

@@ -1,0 +1,53 @@
+output "api_url" {
+  description = "Base URL of the API and web page."
+  value       = "${var.certificate_arn == null ? "http" : "https"}://${aws_lb.api.dns_name}"
+}
+
+output "ecr_repositories" {
+  description = "Repository URLs of the api and worker images."
+  value       = { for kind, repo in aws_ecr_repository.app : kind => repo.repository_url }
+}
+
+output "job_queue_url" {
+  description = "The calendar job queue."
+  value       = aws_sqs_queue.jobs.url
+}
+
+output "dead_letter_queue_url" {
+  description = "Where failed and undecodable job messages end up."
+  value       = aws_sqs_queue.jobs_dlq.url
+}
+
+output "demo_queue_urls" {
+  description = "The practical's queue demo queues (standard and FIFO)."
+  value       = { standard = aws_sqs_queue.demo.url, fifo = aws_sqs_queue.demo_fifo.url }
+}
+
+output "cluster_name" {
+  description = "ECS cluster."
+  value       = aws_ecs_cluster.main.name
+}
+
+output "migrate_command" {
+  description = "Run the schema migration as a one-off task (before deploying new images)."
+  value = join(" ", [
+    "aws ecs run-task --region ${var.region} --cluster ${aws_ecs_cluster.main.name}",
+    "--launch-type FARGATE --task-definition ${aws_ecs_task_definition.migrate.family}",
+    "--network-configuration 'awsvpcConfiguration={subnets=[${join(",", local.subnet_ids)}],securityGroups=[${aws_security_group.tasks.id}],assignPublicIp=${var.assign_public_ip ? "ENABLED" : "DISABLED"}}'",
+  ])
+}
+
+output "database_secret_arn" {
+  description = "Secrets Manager secret holding the database password (managed by RDS)."
+  value       = aws_db_instance.main.master_user_secret[0].secret_arn
+}
+
+output "log_groups" {
+  description = "CloudWatch log groups of the api, worker and migrate containers."
+  value       = { for kind, group in aws_cloudwatch_log_group.app : kind => group.name }
+}
+
+output "dashboard_url" {
+  description = "The CloudWatch dashboard."
+  value       = "https://${var.region}.console.aws.amazon.com/cloudwatch/home?region=${var.region}#dashboards:name=${aws_cloudwatch_dashboard.main.dashboard_name}"
+}

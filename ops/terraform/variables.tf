@@ -1,0 +1,219 @@
+variable "region" {
+  description = "AWS region for every resource (the practical uses us-east-1)."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "name" {
+  description = "Prefix of every resource name; also the broker namespace (queues are <name>_<queue_name>)."
+  type        = string
+  default     = "taskoverflow"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name))
+    error_message = "name must be 2-21 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "environment" {
+  description = "Deployment stage, recorded in the tags (e.g. dev, staging, prod)."
+  type        = string
+  default     = "dev"
+}
+
+variable "vpc_id" {
+  description = "VPC to deploy into; null uses the account's default VPC (as in the Learner Lab)."
+  type        = string
+  default     = null
+}
+
+variable "subnet_ids" {
+  description = "Subnets for the load balancer, tasks and database (two or more AZs); null uses the default VPC's subnets."
+  type        = list(string)
+  default     = null
+}
+
+variable "assign_public_ip" {
+  description = "Give tasks public IPs: needed where subnets have no NAT gateway (the default VPC) to reach ECR and SQS."
+  type        = bool
+  default     = true
+}
+
+variable "existing_task_role_arn" {
+  description = "Use this IAM role (e.g. the Learner Lab's LabRole) as task and execution role instead of creating least-privilege roles."
+  type        = string
+  default     = null
+}
+
+variable "image_tag" {
+  description = "Tag of the images to build, push and run (the repositories are immutable: use a new tag per release, e.g. the git commit)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
+    error_message = "image_tag must be a valid Docker tag other than latest."
+  }
+}
+
+variable "build_images" {
+  description = "Build and push both images from this checkout with the docker provider (needs a Docker engine where terraform runs)."
+  type        = bool
+  default     = true
+}
+
+variable "queue_name" {
+  description = "Dramatiq queue of calendar jobs (QUEUE_NAME)."
+  type        = string
+  default     = "ical"
+}
+
+variable "job_time_limit_ms" {
+  description = "JOB_TIME_LIMIT_MS: an attempt running longer is interrupted. The SQS visibility timeout is derived from it."
+  type        = number
+  default     = 60000
+
+  validation {
+    condition     = var.job_time_limit_ms >= 1000 && var.job_time_limit_ms <= 3600000
+    error_message = "job_time_limit_ms must be between 1 s and 1 h."
+  }
+}
+
+variable "job_max_retries" {
+  description = "JOB_MAX_RETRIES: transient failures retried this many times before FAILURE."
+  type        = number
+  default     = 5
+}
+
+variable "job_max_backoff_ms" {
+  description = "JOB_MAX_BACKOFF_MS: longest retry delay. SQS cannot delay a message more than 15 minutes."
+  type        = number
+  default     = 60000
+
+  validation {
+    condition     = var.job_max_backoff_ms <= 900000
+    error_message = "job_max_backoff_ms must be at most 900000 (SQS's 15-minute delay cap)."
+  }
+}
+
+variable "sqs_max_receive_count" {
+  description = "Receives of one message before SQS moves it to the DLQ (SQS_MAX_RECEIVE_COUNT): catches crash loops and undecodable messages."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.sqs_max_receive_count >= 1 && var.sqs_max_receive_count <= 1000
+    error_message = "sqs_max_receive_count must be between 1 and 1000."
+  }
+}
+
+variable "api_desired_count" {
+  description = "API tasks behind the load balancer."
+  type        = number
+  default     = 2
+}
+
+variable "api_cpu" {
+  description = "CPU units per API task (1024 = 1 vCPU)."
+  type        = number
+  default     = 512
+}
+
+variable "api_memory" {
+  description = "Memory (MiB) per API task."
+  type        = number
+  default     = 1024
+}
+
+variable "worker_min_count" {
+  description = "Fewest worker tasks (autoscaling floor)."
+  type        = number
+  default     = 1
+}
+
+variable "worker_max_count" {
+  description = "Most worker tasks (autoscaling ceiling)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.worker_max_count >= 1
+    error_message = "worker_max_count must be at least 1."
+  }
+}
+
+variable "worker_threads" {
+  description = "DRAMATIQ_THREADS per worker task."
+  type        = number
+  default     = 8
+}
+
+variable "worker_cpu" {
+  description = "CPU units per worker task."
+  type        = number
+  default     = 1024
+}
+
+variable "worker_memory" {
+  description = "Memory (MiB) per worker task."
+  type        = number
+  default     = 2048
+}
+
+variable "backlog_per_worker_target" {
+  description = "Autoscaling target: visible job messages per running worker task."
+  type        = number
+  default     = 50
+}
+
+variable "db_instance_class" {
+  description = "RDS instance class."
+  type        = string
+  default     = "db.t4g.micro"
+}
+
+variable "db_allocated_storage" {
+  description = "RDS storage (GiB)."
+  type        = number
+  default     = 20
+}
+
+variable "db_multi_az" {
+  description = "Run the database in two availability zones (recommended for production; doubles its cost)."
+  type        = bool
+  default     = false
+}
+
+variable "db_deletion_protection" {
+  description = "Refuse to delete the database (turn off before `terraform destroy`)."
+  type        = bool
+  default     = true
+}
+
+variable "db_backup_retention_days" {
+  description = "Days of automated RDS backups."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.db_backup_retention_days >= 1
+    error_message = "Backups stay on: db_backup_retention_days must be at least 1."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Days CloudWatch keeps container logs."
+  type        = number
+  default     = 365
+}
+
+variable "alarm_email" {
+  description = "Address subscribed to the alarms topic (null: no subscription)."
+  type        = string
+  default     = null
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for HTTPS on the load balancer; null serves plain HTTP on port 80 (as the practical does)."
+  type        = string
+  default     = null
+}
