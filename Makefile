@@ -7,13 +7,16 @@ PY        := $(VENV)/bin/python
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed-dev
 
-# Local services by default (the machine's Postgres and Redis); override on the command line.
-DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/taskoverflow
-BROKER_URL   ?= redis://127.0.0.1:6379/0
+RUN_STAMP := $(VENV)/.installed-runtime
+
+# `make run` with neither variable set is the zero-setup single process (SQLite, in-memory
+# broker). The service targets default to the machine's Postgres and Redis instead.
+LOCAL_DATABASE_URL := postgresql://postgres@127.0.0.1:5432/taskoverflow
+LOCAL_BROKER_URL   := redis://127.0.0.1:6379/0
+SERVICES_ENV = DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} BROKER_URL=$${BROKER_URL:-$(LOCAL_BROKER_URL)}
 PORT         ?= 6400
 PROCESSES    ?= 1
 THREADS      ?= 4
-export DATABASE_URL BROKER_URL
 
 .PHONY: help
 help: ## List the targets
@@ -21,6 +24,14 @@ help: ## List the targets
 
 # checkov gets its own environment: it pins a fork of python-hcl2 that clashes with ours.
 CHECKOV_VENV := .venv-checkov
+
+# What running needs: the runtime pins only (quick on a fresh machine).
+$(RUN_STAMP): requirements/runtime.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install --quiet --python $(PY) -r requirements/runtime.txt
+	$(BIN)/uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $(RUN_STAMP)
 
 $(STAMP): requirements/dev.txt requirements/runtime.txt requirements/checkov.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -41,24 +52,32 @@ lock: $(STAMP) ## Re-pin requirements/*.txt from pyproject.toml (no index URLs r
 	echo "checkov==3.3.30" | $(BIN)/uv pip compile - --python-version 3.11 --no-header -q -o requirements/checkov.txt
 
 .PHONY: run
-run: $(STAMP) ## Run the system in the foreground: migrate, API on :6400, one worker (Ctrl-C stops all)
+run: $(RUN_STAMP) ## Run TaskOverflow on http://127.0.0.1:6400/ (zero setup unless DATABASE_URL/BROKER_URL are set)
+ifeq ($(origin DATABASE_URL)$(origin BROKER_URL),undefinedundefined)
+	PORT=$(PORT) $(PY) ops/dev/standalone.py
+else
 	PORT=$(PORT) PROCESSES=$(PROCESSES) THREADS=$(THREADS) VENV=$(VENV) ops/dev/run.sh
+endif
+
+.PHONY: run-services
+run-services: $(RUN_STAMP) ## Run API + worker processes on the local Postgres and Redis (or DATABASE_URL/BROKER_URL)
+	$(SERVICES_ENV) PORT=$(PORT) PROCESSES=$(PROCESSES) THREADS=$(THREADS) VENV=$(VENV) ops/dev/run.sh
 
 .PHONY: db
-db: $(STAMP) ## Create the database named by DATABASE_URL if it does not exist
-	$(PY) ops/dev/create_database.py
+db: $(RUN_STAMP) ## Create the database named by DATABASE_URL if it does not exist
+	$(SERVICES_ENV) $(PY) ops/dev/create_database.py
 
 .PHONY: migrate
 migrate: db ## Apply migrations (alembic upgrade head)
-	$(BIN)/alembic upgrade head
+	$(SERVICES_ENV) $(BIN)/alembic upgrade head
 
 .PHONY: api
-api: $(STAMP) ## Run only the API (uvicorn) on $(PORT)
-	exec $(BIN)/uvicorn --factory api.app:create_app_from_env --host 127.0.0.1 --port $(PORT) --no-access-log
+api: $(RUN_STAMP) ## Run only the API (uvicorn) on $(PORT)
+	$(SERVICES_ENV) exec $(BIN)/uvicorn --factory api.app:create_app_from_env --host 127.0.0.1 --port $(PORT) --no-access-log
 
 .PHONY: worker
-worker: $(STAMP) ## Run only a worker: make worker PROCESSES=2 THREADS=8
-	WORKER_PROCESSES=$(PROCESSES) DRAMATIQ_THREADS=$(THREADS) exec $(PY) -m workers
+worker: $(RUN_STAMP) ## Run only a worker: make worker PROCESSES=2 THREADS=8
+	$(SERVICES_ENV) WORKER_PROCESSES=$(PROCESSES) DRAMATIQ_THREADS=$(THREADS) exec $(PY) -m workers
 
 # A local SQS-compatible server (moto) for running on SQS; see README "Running on SQS".
 SQS_PORT         ?= 5000
@@ -74,8 +93,8 @@ sqs-queues: $(STAMP) ## Create the job queue + DLQ (redrive policy) on the local
 	$(LOCAL_AWS) SQS_ENDPOINT_URL=$(SQS_ENDPOINT_URL) $(PY) ops/dev/create_sqs_queues.py
 
 .PHONY: run-sqs
-run-sqs: $(STAMP) ## Like `run`, but jobs travel over the local SQS server (start `make sqs-server` first)
-	$(LOCAL_AWS) BROKER_URL=sqs:// SQS_ENDPOINT_URL=$(SQS_ENDPOINT_URL) \
+run-sqs: $(STAMP) ## Like `run-services`, but jobs travel over the local SQS server (start `make sqs-server` first)
+	$(LOCAL_AWS) DATABASE_URL=$${DATABASE_URL:-$(LOCAL_DATABASE_URL)} BROKER_URL=sqs:// SQS_ENDPOINT_URL=$(SQS_ENDPOINT_URL) \
 		PORT=$(PORT) PROCESSES=$(PROCESSES) THREADS=$(THREADS) VENV=$(VENV) ops/dev/run.sh
 
 .PHONY: demo-queues

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+import dramatiq
 import structlog
 from litestar import Litestar
 from litestar.datastructures import State
@@ -20,6 +21,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController
 from api.routes.health import health
+from api.routes.page import page_routes
 from api.routes.todos import TodoController
 from api.state import ApiResources, JobSender
 from models.database import create_db_engine, create_session_factory
@@ -30,14 +32,18 @@ from models.settings import ConfigError, Settings
 log = structlog.get_logger("api")
 
 
-def create_app(settings: Settings) -> Litestar:
-    """An app for ``settings``. Nothing connects until the first request needs to."""
+def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> Litestar:
+    """An app for ``settings``. Nothing connects until the first request needs to.
+
+    ``broker``: send jobs through this one instead of building one from the settings (the
+    single-process run shares its in-memory broker with the actors).
+    """
     engine = create_db_engine(settings.database, application_name="taskoverflow-api")
     resources = ApiResources(
         settings=settings,
         engine=engine,
         sessions=create_session_factory(engine),
-        sender=JobSender(build_broker(settings.broker), settings.broker.queue_name),
+        sender=JobSender(broker or build_broker(settings.broker), settings.broker.queue_name),
     )
 
     def size_thread_pool() -> None:
@@ -53,7 +59,7 @@ def create_app(settings: Settings) -> Litestar:
         resources.sender.broker.close()
 
     return Litestar(
-        route_handlers=[health, TodoController, CalendarJobController],
+        route_handlers=[health, TodoController, CalendarJobController, *page_routes()],
         state=State({"resources": resources}),
         on_startup=[size_thread_pool],
         on_shutdown=[release],

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
 
 from models.settings import BrokerSettings
 from models.sqs import JobSQSBroker
@@ -31,6 +32,11 @@ def build_broker(
     Connecting is lazy: nothing touches the network until the first send or receive.
     ``consumer_prefetch`` caps how many messages a consumer holds (SQS; workers only).
     """
+    if settings.is_in_memory:
+        # One process only (the zero-setup run): the API and the actors share this broker.
+        stub: dramatiq.Broker = StubBroker(middleware=list(middleware))
+        stub.declare_queue(settings.queue_name)
+        return stub
     if settings.is_sqs:
         broker: dramatiq.Broker = JobSQSBroker(
             settings, middleware, consumer_prefetch=consumer_prefetch

@@ -193,8 +193,13 @@ class BrokerSettings(_FromEnv):
     def is_sqs(self) -> bool:
         return self.url.startswith("sqs://")
 
+    @property
+    def is_in_memory(self) -> bool:
+        """memory://: Dramatiq's in-process broker, for the single-process zero-setup run."""
+        return self.url.startswith("memory://")
+
     def __post_init__(self) -> None:
-        if not self.url.startswith(("redis://", "rediss://", "unix://", "sqs://")):
+        if not self.url.startswith(("redis://", "rediss://", "unix://", "sqs://", "memory://")):
             raise ConfigError(f"BROKER_URL must be a redis:// or sqs:// URL, not {self.url!r}")
         if not 0 <= self.sqs_wait_time_s <= 20:
             raise ConfigError("SQS_WAIT_TIME_S must be between 0 and 20 (SQS's long-poll cap)")
@@ -269,6 +274,26 @@ class ApiSettings(_FromEnv):
 
 
 @dataclass(frozen=True)
+class DeploySettings(_FromEnv):
+    environment: str = env(
+        "TASKOVERFLOW_ENV",
+        "development or production; production refuses the single-process stand-ins "
+        "(SQLite, the in-memory broker) so a missing variable can never fall back to them",
+        "development",
+    )
+
+    def __post_init__(self) -> None:
+        if self.environment not in ("development", "production"):
+            raise ConfigError(
+                f"TASKOVERFLOW_ENV must be development or production, not {self.environment!r}"
+            )
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+@dataclass(frozen=True)
 class LogSettings(_FromEnv):
     format: str = env(
         "LOG_FORMAT", "json, console, or auto (console on a terminal, JSON otherwise)", "auto"
@@ -291,8 +316,16 @@ class Settings:
     jobs: JobSettings
     api: ApiSettings
     log: LogSettings
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
     def __post_init__(self) -> None:
+        if self.deploy.is_production:
+            if not self.database.url.startswith("postgresql"):
+                raise ConfigError("TASKOVERFLOW_ENV=production needs a Postgres DATABASE_URL")
+            if self.broker.is_in_memory:
+                raise ConfigError(
+                    "TASKOVERFLOW_ENV=production needs a redis:// or sqs:// BROKER_URL"
+                )
         if not self.broker.is_sqs:
             return
         time_limit_s = self.jobs.time_limit_ms / 1000
@@ -321,10 +354,18 @@ class Settings:
             jobs=JobSettings.from_env(environ),
             api=ApiSettings.from_env(environ),
             log=LogSettings.from_env(environ),
+            deploy=DeploySettings.from_env(environ),
         )
 
     @staticmethod
     def env_names() -> list[str]:
         """Every environment variable the settings read (for docs and config checks)."""
-        groups = (DatabaseSettings, BrokerSettings, JobSettings, ApiSettings, LogSettings)
+        groups = (
+            DatabaseSettings,
+            BrokerSettings,
+            JobSettings,
+            ApiSettings,
+            LogSettings,
+            DeploySettings,
+        )
         return [name for group in groups for name in group.env_names()]

@@ -30,14 +30,23 @@ def free_port() -> int:
 class Process:
     """A child process in its own process group, logging to a file we can show on failure."""
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        *,
+        cwd: str | Path = ROOT,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Start ``argv`` with ``env`` over ``base_env`` (default: this process's environment)."""
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"taskoverflow-{name}-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
             argv,
-            cwd=ROOT,
-            env={**os.environ, **env},
+            cwd=cwd,
+            env={**(os.environ if base_env is None else base_env), **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

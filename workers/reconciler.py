@@ -31,16 +31,22 @@ class Reconciled:
 
 
 def reconcile_once(
-    session: Session, settings: JobSettings, send: Callable[[uuid.UUID], None]
+    session: Session,
+    settings: JobSettings,
+    send: Callable[[uuid.UUID], None],
+    *,
+    recover_all: bool = False,
 ) -> Reconciled:
     """One pass: re-send stranded jobs, fail those past their attempts. Commits its own work.
 
     ``send`` is called only after the commit, one job id at a time; a send that fails is
-    retried on a later pass.
+    retried on a later pass. ``recover_all`` treats every unfinished job as stranded,
+    whatever its age: right for a single process starting up, which knows that nothing
+    else can be running or holding its jobs' messages.
     """
     now = utcnow()
-    pending_before = now - timedelta(seconds=settings.pending_grace_s)
-    stale_before = now - timedelta(seconds=settings.stale_after_s)
+    pending_before = now - timedelta(seconds=0 if recover_all else settings.pending_grace_s)
+    stale_before = now - timedelta(seconds=0 if recover_all else settings.stale_after_s)
     stranded = session.scalars(
         select(Job)
         .where(

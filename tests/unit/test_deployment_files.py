@@ -124,6 +124,8 @@ def test_dockerfiles_follow_the_rules(dockerfile: str):
     assert re.search(r"^USER 10001", runtime, re.M)
     assert re.search(r'^CMD \["', runtime, re.M)
     assert "STOPSIGNAL SIGTERM" in runtime
+    # Production: a missing DATABASE_URL/BROKER_URL is an error, never SQLite or memory.
+    assert "TASKOVERFLOW_ENV=production" in runtime
     assert "COPY tests" not in runtime
     assert "COPY . ." not in runtime
     if dockerfile == "Dockerfile.api":

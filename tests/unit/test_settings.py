@@ -111,3 +111,24 @@ def test_db_password_is_added_to_the_url_and_never_shown():
     )
     assert "p@ss" not in repr(settings.database)
     assert "p%40ss" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"DATABASE_URL": "sqlite:///taskoverflow.sqlite3"}, "needs a Postgres DATABASE_URL"),
+        ({"BROKER_URL": "memory://"}, "needs a redis:// or sqs:// BROKER_URL"),
+        ({"TASKOVERFLOW_ENV": "prod"}, "TASKOVERFLOW_ENV must be development or production"),
+    ],
+)
+def test_production_refuses_the_single_process_stand_ins(extra: dict[str, str], message: str):
+    """TASKOVERFLOW_ENV=production (set in both images) never runs on SQLite or in memory."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE, "TASKOVERFLOW_ENV": "production", **extra})
+
+
+def test_development_allows_sqlite_and_the_in_memory_broker():
+    """The zero-setup run's settings are valid outside production."""
+    settings = Settings.from_env({"DATABASE_URL": "sqlite:///x.sqlite3", "BROKER_URL": "memory://"})
+    assert settings.broker.is_in_memory
+    assert not settings.deploy.is_production

@@ -1,0 +1,124 @@
+"""The web page in a real browser (the machine's Chromium) against the real API and worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import icalendar
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.processes import Process, start_worker
+from tests.services import ROOT
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(ROOT, "artifacts")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, api: str) -> Iterator[Page]:
+    context = browser.new_context(base_url=api, accept_downloads=True, timezone_id="UTC")
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def add_todo(page: Page, title: str, description: str = "", deadline: str = "") -> None:
+    page.get_by_label("Title").fill(title)
+    page.get_by_label("Description").fill(description)
+    if deadline:
+        page.get_by_label("Deadline").fill(deadline)
+    page.get_by_role("button", name="Add todo").click()
+    expect(page.locator(".todo .title").first).to_have_text(title)
+
+
+def test_create_toggle_delete_and_export(
+    page: Page, service_env: dict[str, str], processes: list[Process], tmp_path: Path
+):
+    """Two todos (one undated), toggle, delete, export, download the .ics and parse it."""
+    processes.append(start_worker(service_env))
+    page.goto("/")
+    expect(page.get_by_role("heading", name="TaskOverflow")).to_be_visible()
+    expect(page.locator("#empty")).to_be_visible()
+
+    add_todo(page, "Submit report", "chapter 3; figures, tables", "2030-04-19T14:00")
+    add_todo(page, "Call the bank")  # no deadline
+    add_todo(page, "Delete me")
+    titles = page.locator(".todo .title")
+    expect(titles).to_have_text(["Delete me", "Call the bank", "Submit report"])
+    expect(page.locator(".todo", has_text="Submit report").locator(".meta")).to_contain_text("2030")
+
+    page.get_by_role("checkbox", name="Call the bank").check()
+    expect(page.locator(".todo.done .title")).to_have_text("Call the bank")
+    page.get_by_role("button", name="Delete Delete me").click()
+    expect(titles).to_have_text(["Call the bank", "Submit report"])
+
+    page.reload()  # what the server kept, not just what the page shows
+    expect(titles).to_have_text(["Call the bank", "Submit report"])
+    expect(page.get_by_role("checkbox", name="Call the bank")).to_be_checked()
+
+    page.get_by_role("button", name="Export calendar").click()
+    expect(page.locator("#export-status")).to_have_text("Export SUCCESS", timeout=30_000)
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download taskoverflow.ics").click()
+    saved = tmp_path / "taskoverflow.ics"
+    download_info.value.save_as(saved)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 900, "height": 900})
+    page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
+
+    events = list(icalendar.Calendar.from_ical(saved.read_bytes()).walk("VEVENT"))
+    assert [str(e["SUMMARY"]) for e in events] == ["Submit report"]
+    assert str(events[0]["DESCRIPTION"]) == "chapter 3; figures, tables"
+    assert events[0]["DTSTART"].dt.isoformat() == "2030-04-19T14:00:00+00:00"
+
+
+def test_api_errors_are_shown_to_the_user(page: Page):
+    """A refused todo (a title over 80 characters) shows the API's message in the page."""
+    page.goto("/")
+    page.get_by_label("Title").evaluate("el => el.removeAttribute('maxlength')")
+    add_title = "x" * 81
+    page.get_by_label("Title").fill(add_title)
+    page.get_by_role("button", name="Add todo").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Could not add the todo: title must be at most 80 characters (got 81)"
+    )
+    expect(page.locator(".todo")).to_have_count(0)
+
+
+def test_page_is_usable_by_keyboard_on_a_phone_width_screen(page: Page):
+    """At 360 px wide, a todo can be added with the keyboard alone and nothing overflows."""
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto("/")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Title")).to_be_focused()
+    page.keyboard.type("Typed without a mouse")
+    page.keyboard.press("Enter")
+    expect(page.locator(".todo .title")).to_have_text(["Typed without a mouse"])
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360

@@ -1,0 +1,129 @@
+"""Zero setup: one process, SQLite and the in-memory broker, in an empty directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import Process, free_port, wait_http, wait_log
+from tests.services import ROOT
+
+pytestmark = pytest.mark.e2e
+
+STANDALONE = str(Path(ROOT, "ops", "dev", "standalone.py"))
+#: What `make run` runs when neither DATABASE_URL nor BROKER_URL is set.
+NO_SERVICES = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
+
+
+def start(directory: Path, port: int) -> Process:
+    proc = Process(
+        "standalone",
+        [sys.executable, STANDALONE],
+        {"PORT": str(port), "LOG_FORMAT": "json"},
+        cwd=directory,
+        base_env=NO_SERVICES,
+    )
+    wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc)
+    return proc
+
+
+def job_status(db: Path, job_id: str) -> str:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT status FROM jobs WHERE id = ?", (job_id.replace("-", ""),)
+        ).fetchone()[0]
+
+
+def test_make_run_without_variables_is_the_single_process():
+    """The README's first command picks the zero-setup runner when nothing is configured."""
+    done = subprocess.run(
+        ["make", "-n", "run"],
+        cwd=ROOT,
+        env=NO_SERVICES,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "ops/dev/standalone.py" in done.stdout.splitlines()[-1]
+
+
+def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Path):
+    """Empty directory: page, API and a calendar job; killed mid-job, it finishes on restart."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    first = start(tmp_path, port)
+    try:
+        assert "<h1>TaskOverflow</h1>" in httpx.get(f"{base}/").text
+        created = httpx.post(
+            f"{base}/api/v1/todos",
+            json={"title": "Zero setup", "deadline_at": "2030-01-01T09:00:00"},
+        )
+        assert created.status_code == 201
+        task = httpx.post(f"{base}/api/v1/todos/ical").json()
+        deadline = time.monotonic() + 30
+        while (status := httpx.get(task["task_url"]).json())["task_status"] != "SUCCESS":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert "SUMMARY:Zero setup" in httpx.get(status["result_url"]).text
+
+        db = tmp_path / "taskoverflow.sqlite3"
+        with sqlite3.connect(db) as conn:  # a calendar big enough to interrupt
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) "
+                "INSERT INTO todos (title, completed, deadline_at, created_at, updated_at) "
+                "SELECT 'Todo ' || i, 0, '2030-01-01 00:00:00', '2026-01-01 00:00:00', "
+                "'2026-01-01 00:00:00' FROM n"
+            )
+        job_id = httpx.post(f"{base}/api/v1/todos/ical").json()["task_id"]
+        deadline = time.monotonic() + 30
+        while job_status(db, job_id) != "STARTED":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        first.stop(signal.SIGKILL)  # the restart: nothing gets a chance to clean up
+    finally:
+        first.stop(signal.SIGKILL)
+
+    second = start(tmp_path, port)
+    try:
+        wait_log(second, "resumed unfinished jobs")
+        deadline = time.monotonic() + 60
+        while (status := httpx.get(f"{base}/api/v1/todos/ical/{job_id}/status").json())[
+            "task_status"
+        ] != "SUCCESS":
+            assert status["task_status"] != "FAILURE", status
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        result = httpx.get(status["result_url"], timeout=30).text
+        assert result.count("BEGIN:VEVENT") == 200_001
+    finally:
+        second.stop()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        "taskoverflow.sqlite3"
+    ]
+
+
+def test_production_never_falls_back_to_sqlite(tmp_path: Path):
+    """TASKOVERFLOW_ENV=production without DATABASE_URL/BROKER_URL: exit 1, a clear message."""
+    done = subprocess.run(
+        [sys.executable, STANDALONE],
+        cwd=tmp_path,
+        env={**NO_SERVICES, "TASKOVERFLOW_ENV": "production"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "taskoverflow: DATABASE_URL and BROKER_URL not set, and TASKOVERFLOW_ENV=production "
+        "never falls back to SQLite or the in-memory broker"
+    )
+    assert list(tmp_path.iterdir()) == []
