@@ -11,14 +11,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import Job, JobStatus
 from models.clock import utcnow
 from models.settings import JobSettings
+from workers.job_lock import lock_key
 
 #: Jobs handled per round; the rest wait for the next one.
 BATCH_SIZE = 200
@@ -63,6 +64,8 @@ def reconcile_once(
         .with_for_update(skip_locked=True)
     ).all()
 
+    stranded = [*stranded, *_orphaned(session, now, settings, exclude={j.id for j in stranded})]
+
     outcome = Reconciled()
     max_attempts = settings.max_retries + 1
     for job in stranded:
@@ -82,3 +85,41 @@ def reconcile_once(
     for job_id in outcome.resent:
         send(job_id)
     return outcome
+
+
+#: A STARTED job younger than this is left alone even if its lock looks free: its worker may
+#: be between committing STARTED and taking the lock back after a reconnect.
+ORPHAN_GRACE_S = 5
+
+
+def _orphaned(
+    session: Session, now: datetime, settings: JobSettings, exclude: set[uuid.UUID]
+) -> list[Job]:
+    """STARTED jobs whose owner is gone: nobody holds their advisory lock (Postgres only).
+
+    A running job's worker holds the lock on its own connection for the whole attempt; when
+    the worker dies, Postgres drops the lock with the connection. Finding the lock free is
+    proof of death, so the job is re-sent now instead of after the broker's redelivery
+    (SQS: the visibility timeout; Redis: heartbeat + maintenance) or the staleness limit.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return []
+    candidates = session.scalars(
+        select(Job)
+        .where(
+            Job.status == JobStatus.STARTED,
+            Job.updated_at < now - timedelta(seconds=ORPHAN_GRACE_S),
+        )
+        .order_by(Job.updated_at)
+        .limit(BATCH_SIZE)
+        .with_for_update(skip_locked=True)
+    ).all()
+    orphans = []
+    for job in candidates:
+        if job.id in exclude:
+            continue
+        key = lock_key(job.id)
+        # Transaction-level: released by this pass's commit, never held across passes.
+        if session.scalar(select(func.pg_try_advisory_xact_lock(key))):
+            orphans.append(job)
+    return orphans

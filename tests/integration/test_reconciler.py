@@ -72,3 +72,23 @@ def test_concurrent_reconcilers_do_not_send_the_same_job(engine: Engine, setting
         holder.rollback()
     assert sent_by_inner == []
     assert run(engine, settings)[0] == [first_job]
+
+
+def test_started_jobs_without_a_living_owner_are_sent_again_at_once(
+    engine: Engine, settings: Settings
+):
+    """A STARTED job whose advisory lock nobody holds lost its worker: re-sent right away."""
+    from sqlalchemy import text
+
+    from workers.job_lock import lock_key
+    from workers.reconciler import ORPHAN_GRACE_S
+
+    orphan = insert_job(engine, status="STARTED", age_s=ORPHAN_GRACE_S + 1, attempts=1)
+    owned = insert_job(engine, status="STARTED", age_s=ORPHAN_GRACE_S + 1, attempts=1)
+    with engine.connect() as owner:  # a live worker running `owned`
+        owner.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key(owned)})
+        owner.commit()
+        sent, _ = run(engine, settings)
+        owner.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(owned)})
+        owner.commit()
+    assert sent == [orphan]
