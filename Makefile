@@ -130,6 +130,11 @@ check-terraform: $(STAMP) ## Offline checks of ops/terraform: fmt (if terraform 
 	cd ops && ../$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --quiet
 	$(BIN)/pytest -q tests/unit/test_terraform.py
 
+.PHONY: chaos
+chaos: $(STAMP) ## Full chaos runs (Redis 1,000 jobs, SQS 300) with faults; figures in docs/RELIABILITY.md
+	$(PY) -m tests.chaos.harness --broker redis --jobs 1000 --kills 10 --sigterms 3 --outage-s 10 --seconds 90
+	$(PY) -m tests.chaos.harness --broker sqs --jobs 300 --kills 10 --sigterms 3 --seconds 60
+
 .PHONY: images-smoke
 images-smoke: ## Build both images with podman and run them: migrate, API, 2 workers, a job, SIGTERM
 	ops/images/smoke.sh

@@ -271,6 +271,16 @@ class ApiSettings(_FromEnv):
         "scheme://host[:port] used in task_url/result_url; unset: taken from the request",
         None,
     )
+    faults: str | None = env(
+        "TASKOVERFLOW_FAULTS",
+        "reliability tests only: crash-after-commit makes the API process exit between "
+        "committing a job and sending it (refused in production)",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        if self.faults not in (None, "crash-after-commit"):
+            raise ConfigError(f"TASKOVERFLOW_FAULTS: unknown fault {self.faults!r}")
 
 
 @dataclass(frozen=True)
@@ -320,6 +330,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.deploy.is_production:
+            if self.api.faults:
+                raise ConfigError("TASKOVERFLOW_FAULTS is for tests and refused in production")
             if not self.database.url.startswith("postgresql"):
                 raise ConfigError("TASKOVERFLOW_ENV=production needs a Postgres DATABASE_URL")
             if self.broker.is_in_memory:

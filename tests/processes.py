@@ -67,6 +67,9 @@ class Process:
         dramatiq CLI forwards them to its worker processes itself, and a worker that got one
         from us as well would take the second signal as "kill now".
         """
+        if self.popen.poll() is not None:
+            self._log.close()
+            return self.popen.returncode
         if sig == signal.SIGKILL:
             self.signal_group(sig)
         else:

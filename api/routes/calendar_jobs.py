@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import structlog
@@ -54,6 +55,10 @@ class CalendarJobController(Controller):
             session.add(job)
             # Commit first: a worker that receives the message must find the row.
             session.commit()
+            if resources.settings.api.faults == "crash-after-commit":
+                # Reliability tests: die exactly where a crash would strand the job (the
+                # reconciler must send it). Never enabled in production (settings refuse it).
+                os._exit(70)
             try:
                 resources.sender.send_calendar_job(job.id)
             except Exception as exc:

@@ -46,5 +46,4 @@ def processes() -> Iterator[list[Process]]:
     started: list[Process] = []
     yield started
     for proc in started:
-        if proc.popen.poll() is None:
-            proc.stop()
+        proc.stop()
