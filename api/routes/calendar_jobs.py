@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy import select
 
 from api.errors import ApiError
+from api.openapi_docs import errors
 from api.schemas import TaskCreated, TaskStatus
 from models import Job, JobKind, JobStatus
 from models.clock import utcnow
@@ -46,6 +47,7 @@ class CalendarJobController(Controller):
         summary="Start a calendar export job",
         description="202 with the job's status URL (also in Location); 503 if the job queue "
         "cannot be reached (the job is then marked FAILURE, nothing waits for it).",
+        responses=errors(503),
     )
     def submit(self, state: State, request: Request) -> Response[TaskCreated]:
         resources = state.resources
@@ -80,7 +82,12 @@ class CalendarJobController(Controller):
             headers={"Location": status_url},
         )
 
-    @get("/{task_id:str}/status", sync_to_thread=True, summary="A calendar job's state")
+    @get(
+        "/{task_id:str}/status",
+        sync_to_thread=True,
+        summary="A calendar job's state",
+        responses=errors(404, 503),
+    )
     def status(self, state: State, request: Request, task_id: FromPath[str]) -> TaskStatus:
         job_id = _job_id(task_id)
         with state.resources.session() as session:
@@ -100,6 +107,7 @@ class CalendarJobController(Controller):
         sync_to_thread=True,
         summary="A finished calendar job's iCalendar text",
         media_type="text/calendar",
+        responses=errors(404, 503),
     )
     def result(self, state: State, task_id: FromPath[str]) -> Response[str]:
         job_id = _job_id(task_id)

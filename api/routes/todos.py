@@ -12,6 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.openapi_docs import (
+    CreateTodoOperation,
+    DeleteTodoOperation,
+    UpdateTodoOperation,
+    errors,
+)
 from api.schemas import TodoOut
 from api.todo_input import (
     decode_object,
@@ -47,7 +53,7 @@ class TodoController(Controller):
     path = "/api/v1/todos"
     tags = ("todos",)
 
-    @get(sync_to_thread=True, summary="List todos, newest first")
+    @get(sync_to_thread=True, summary="List todos, newest first", responses=errors(400, 503))
     def list_todos(
         self,
         state: State,
@@ -71,7 +77,7 @@ class TodoController(Controller):
         with state.resources.session() as session:
             return [TodoOut.of(todo) for todo in session.scalars(stmt)]
 
-    @get("/{todo_id:int}", sync_to_thread=True, summary="Read one todo")
+    @get("/{todo_id:int}", sync_to_thread=True, summary="Read one todo", responses=errors(404, 503))
     def get_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut:
         with state.resources.session() as session:
             todo = _find(session, todo_id)
@@ -81,7 +87,13 @@ class TodoController(Controller):
 
     # Writes read the raw body themselves (the course's order of checks and messages, see
     # api.todo_input), then do the database work in the thread pool.
-    @post(summary="Create a todo", status_code=201, description=_BODY_DOC)
+    @post(
+        summary="Create a todo",
+        status_code=201,
+        description=_BODY_DOC,
+        operation_class=CreateTodoOperation,
+        responses=errors(400, 413, 503),
+    )
     async def create_todo(self, state: State, request: Request) -> TodoOut:
         values = parse_todo_fields(decode_object(await request.body()), creating=True)
 
@@ -94,7 +106,13 @@ class TodoController(Controller):
 
         return await sync_to_thread(insert)
 
-    @put("/{todo_id:int}", summary="Update some fields of a todo", description=_BODY_DOC)
+    @put(
+        "/{todo_id:int}",
+        summary="Update some fields of a todo",
+        description=_BODY_DOC,
+        operation_class=UpdateTodoOperation,
+        responses=errors(400, 404, 413, 503),
+    )
     async def update_todo(self, state: State, request: Request, todo_id: FromPath[int]) -> TodoOut:
         # Validate before looking the todo up: a bad body never changes anything.
         values = parse_todo_fields(decode_object(await request.body()), creating=False)
@@ -116,6 +134,8 @@ class TodoController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Delete a todo (200 with {} if it did not exist)",
+        operation_class=DeleteTodoOperation,
+        responses=errors(404, 503),
     )
     def delete_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut | dict[str, Any]:
         with state.resources.session() as session:

@@ -6,9 +6,10 @@
 Faults: worker process groups SIGKILLed and restarted (1), the broker (a private
 redis-server) stopped ~10 s and restarted empty (2, Redis only), every job's message sent
 twice, concurrently with the API's own send (5), busy workers SIGTERMed and restarted (7).
-Checks every accepted job (202) ends SUCCESS with output identical to a fault-free run and
-none is left PENDING/STARTED/RETRY; jobs refused with 503 while the broker was down must be
-FAILURE with a reason. Prints one JSON summary; exits 1 if any promise was broken.
+The submitter behaves like a client: a 503 (queue down) is retried until accepted. Checks
+every accepted job (202) ends SUCCESS with output identical to a fault-free run and none is
+left PENDING/STARTED/RETRY; the rows of refused submissions must be FAILURE with the
+reason. Prints one JSON summary; exits 1 if any promise was broken.
 """
 
 from __future__ import annotations
@@ -163,21 +164,25 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
         stop = threading.Event()
 
         def submit() -> None:
+            # Like a real client: a 503 (queue down) is retried until the job is accepted.
             interval = seconds / jobs
             for _ in range(jobs):
                 started = time.monotonic()
-                try:
-                    response = client.post(f"{api}/api/v1/todos/ical")
-                except httpx.HTTPError:
-                    response = None
-                if response is not None and response.status_code == 202:
-                    job_id = response.json()["task_id"]
+                while True:
+                    try:
+                        response = client.post(f"{api}/api/v1/todos/ical")
+                    except httpx.HTTPError:
+                        response = None
+                    if response is not None and response.status_code == 202:
+                        break
                     with result.lock:
-                        result.accepted.append(job_id)
-                    # Fault 5: a second copy of the message, racing the API's own.
-                    threading.Thread(target=duplicate, args=(job_id,), daemon=True).start()
-                else:
-                    result.refused += 1
+                        result.refused += 1
+                    time.sleep(0.5)
+                job_id = response.json()["task_id"]
+                with result.lock:
+                    result.accepted.append(job_id)
+                # Fault 5: a second copy of the message, racing the API's own.
+                threading.Thread(target=duplicate, args=(job_id,), daemon=True).start()
                 time.sleep(max(0.0, interval - (time.monotonic() - started)))
             stop.set()
 
