@@ -85,26 +85,22 @@ def todo_body_schema(*, require_title: bool) -> Schema:
     )
 
 
-@dataclass
-class CreateTodoOperation(Operation):
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True,
-            content={
-                "application/json": OpenAPIMediaType(schema=todo_body_schema(require_title=True))
-            },
-        )
+def _with_todo_body(*, require_title: bool) -> type[Operation]:
+    @dataclass
+    class TodoBodyOperation(Operation):
+        def __post_init__(self) -> None:
+            schema = todo_body_schema(require_title=require_title)
+            self.request_body = RequestBody(
+                required=True, content={"application/json": OpenAPIMediaType(schema=schema)}
+            )
+
+    return TodoBodyOperation
 
 
-@dataclass
-class UpdateTodoOperation(Operation):
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True,
-            content={
-                "application/json": OpenAPIMediaType(schema=todo_body_schema(require_title=False))
-            },
-        )
+#: POST /todos: the body, title required.
+CreateTodoOperation = _with_todo_body(require_title=True)
+#: PUT /todos/{id}: the body, every key optional (a partial update).
+UpdateTodoOperation = _with_todo_body(require_title=False)
 
 
 @dataclass

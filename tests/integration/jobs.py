@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -46,3 +47,14 @@ def insert_todos(
             ),
             {"deadline": deadline, "count": count},
         )
+
+
+def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 30):  # type: ignore[no-untyped-def]
+    """The job's row once it is SUCCESS or FAILURE; fails the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = job_row(engine, job_id)
+        if row.status in ("SUCCESS", "FAILURE"):
+            return row
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} is still {job_row(engine, job_id).status}")

@@ -17,7 +17,7 @@ from api.app import create_app
 from models.queue import build_broker
 from models.sqs import JobSQSBroker, QueueMissing, queue_names
 from tests.conftest import make_sqs_settings
-from tests.integration.jobs import insert_job, insert_todos, job_row
+from tests.integration.jobs import insert_job, insert_todos, wait_final
 from tests.workers import consuming_worker
 from workers.broker import build_worker_broker
 from workers.lifecycle import run_job
@@ -47,16 +47,6 @@ def drain(endpoint: str, name: str, wait_s: float = 10) -> list[str]:
             bodies.append(message["Body"])
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return bodies
-
-
-def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 30):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = job_row(engine, job_id)
-        if row.status in ("SUCCESS", "FAILURE"):
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} is still {job_row(engine, job_id).status}")
 
 
 def test_missing_queues_are_refused_unless_creation_is_allowed(

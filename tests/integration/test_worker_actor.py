@@ -11,20 +11,10 @@ from sqlalchemy import Engine
 
 from models.queue import calendar_message
 from models.settings import Settings
-from tests.integration.jobs import insert_job, insert_todos, job_row
+from tests.integration.jobs import insert_job, insert_todos, job_row, wait_final
 from tests.workers import redis_worker, stub_worker
 from workers.lifecycle import run_job
 from workers.middleware import current_resources
-
-
-def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 15):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = job_row(engine, job_id)
-        if row.status in ("SUCCESS", "FAILURE"):
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {job_row(engine, job_id).status}")
 
 
 def test_same_message_delivered_twice_gives_one_identical_success(
