@@ -171,8 +171,15 @@ def main() -> int:
             rows.append((label, seed, mine))
             print(f"  done: {label}", flush=True)
     finally:
+        # SIGTERM to each main process only (dramatiq forwards it to its workers; a worker that
+        # also got one from us would take the second as "kill now"), then the group if needed.
         for proc in ours:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.terminate()
+        for proc in ours:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
         for pid in seed_pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
