@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +19,13 @@ class JobSender:
     """Sends job messages by actor name. Safe to call from the API's worker threads."""
 
     def __init__(self, broker: dramatiq.Broker, queue_name: str) -> None:
+        # Every broker we build is safe to share between threads: redis-py and Dramatiq's
+        # in-memory broker are, and the SQS broker serialises its own sends (models/sqs.py).
         self.broker = broker
         self.queue_name = queue_name
-        # redis-py is thread-safe; boto3 resources (the SQS broker) are not, so sends are
-        # serialised. A send is one network round trip, so the lock is held briefly.
-        self._lock = threading.Lock()
 
     def send_calendar_job(self, job_id: uuid.UUID) -> None:
-        message = calendar_message(self.queue_name, job_id)
-        with self._lock:
-            self.broker.enqueue(message)
+        self.broker.enqueue(calendar_message(self.queue_name, job_id))
 
 
 @dataclass
