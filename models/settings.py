@@ -317,6 +317,23 @@ class LogSettings(_FromEnv):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {self.level!r}")
 
 
+def sqs_visibility_timeout_s(broker: BrokerSettings, jobs: JobSettings) -> int:
+    """SQS_VISIBILITY_TIMEOUT_S, or by default the job time limit + a margin; checked."""
+    time_limit_s = jobs.time_limit_ms / 1000
+    visibility = broker.sqs_visibility_timeout_s
+    if visibility is None:
+        return math.ceil(time_limit_s) + SQS_VISIBILITY_MARGIN_S
+    if visibility <= time_limit_s:
+        raise ConfigError(
+            f"SQS_VISIBILITY_TIMEOUT_S={visibility} must exceed the job time limit "
+            f"({time_limit_s:g} s, JOB_TIME_LIMIT_MS): otherwise SQS hands a running "
+            "job's message to a second worker"
+        )
+    if visibility > 12 * 3600:
+        raise ConfigError("SQS_VISIBILITY_TIMEOUT_S cannot exceed 43200 (12 hours)")
+    return visibility
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the API and the workers are configured with."""
@@ -338,24 +355,14 @@ class Settings:
                 raise ConfigError(
                     "TASKOVERFLOW_ENV=production needs a redis:// or sqs:// BROKER_URL"
                 )
-        if not self.broker.is_sqs:
-            return
-        time_limit_s = self.jobs.time_limit_ms / 1000
-        visibility = self.broker.sqs_visibility_timeout_s
-        if visibility is None:
+        if self.broker.is_sqs:
+            # Settled once here, so the broker, the queue creation and Terraform's mirror of
+            # this rule all see the same number.
             object.__setattr__(
                 self.broker,
                 "sqs_visibility_timeout_s",
-                math.ceil(time_limit_s) + SQS_VISIBILITY_MARGIN_S,
+                sqs_visibility_timeout_s(self.broker, self.jobs),
             )
-        elif visibility <= time_limit_s:
-            raise ConfigError(
-                f"SQS_VISIBILITY_TIMEOUT_S={visibility} must exceed the job time limit "
-                f"({time_limit_s:g} s, JOB_TIME_LIMIT_MS): otherwise SQS hands a running "
-                "job's message to a second worker"
-            )
-        elif visibility > 12 * 3600:
-            raise ConfigError("SQS_VISIBILITY_TIMEOUT_S cannot exceed 43200 (12 hours)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -81,6 +81,9 @@ class JobSQSBroker(SQSBroker):
         *,
         consumer_prefetch: int | None = None,
     ) -> None:
+        if settings.sqs_visibility_timeout_s is None:
+            # Without it dramatiq-sqs falls back to 12 hours; Settings always derives one.
+            raise ValueError("build the SQS broker from Settings, which sets the visibility")
         super().__init__(
             namespace=settings.namespace,
             middleware=list(middleware),
@@ -138,6 +141,6 @@ class JobSQSBroker(SQSBroker):
             self.sqs,
             main,
             max_receive_count=self.settings.sqs_max_receive_count,
-            visibility_timeout_s=self.settings.sqs_visibility_timeout_s or 90,
+            visibility_timeout_s=self.visibility_timeout,
         )
         return self.sqs.get_queue_by_name(QueueName=sqs_queue_name)

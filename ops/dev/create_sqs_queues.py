@@ -9,7 +9,7 @@ import sys
 
 import boto3
 
-from models.settings import BrokerSettings, ConfigError, JobSettings
+from models.settings import BrokerSettings, ConfigError, JobSettings, sqs_visibility_timeout_s
 from models.sqs import client_config, create_queue_pair, queue_names
 
 
@@ -17,13 +17,12 @@ def main() -> int:
     environ = {"BROKER_URL": "sqs://", **os.environ}
     try:
         broker = BrokerSettings.from_env(environ)
-        jobs = JobSettings.from_env(environ)
+        visibility = sqs_visibility_timeout_s(broker, JobSettings.from_env(environ))
     except ConfigError as exc:
         print(f"create_sqs_queues: {exc}", file=sys.stderr)
         return 1
     sqs = boto3.resource("sqs", endpoint_url=broker.sqs_endpoint_url, config=client_config(broker))
     main_name, _ = queue_names(broker)
-    visibility = broker.sqs_visibility_timeout_s or (jobs.time_limit_ms // 1000 + 30)
     for url in create_queue_pair(
         sqs,
         main_name,
