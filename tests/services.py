@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg2
-from alembic import command
-from alembic.config import Config
+from sqlalchemy import create_engine, pool
+
+from models import schema
+from models.settings import normalise_database_url
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,22 +63,8 @@ def scratch_database(prefix: str = "taskoverflow_test") -> Iterator[str]:
         conn.close()
 
 
-def alembic_config(url: str) -> Config:
-    config = Config(os.path.join(ROOT, "alembic.ini"))
-    config.set_main_option("script_location", os.path.join(ROOT, "migrations"))
-    config.attributes["configure_logger"] = False
-    return config
-
-
 def migrate(url: str, revision: str = "head") -> None:
     """``alembic upgrade`` on ``url``, the way the deployment does it."""
-    from sqlalchemy import create_engine, pool
-
-    from models.settings import normalise_database_url
-
     engine = create_engine(normalise_database_url(url), poolclass=pool.NullPool)
-    with engine.begin() as connection:
-        config = alembic_config(url)
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    schema.upgrade(engine, revision)
     engine.dispose()

@@ -17,11 +17,10 @@ from pathlib import Path
 import dramatiq
 import structlog
 import uvicorn
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.orm import Session
 
 from api.app import create_app
+from models import schema
 from models.database import create_db_engine
 from models.log_config import configure_logging
 from models.queue import calendar_message
@@ -30,7 +29,6 @@ from workers.actors import register_actors
 from workers.broker import build_worker_broker
 from workers.reconciler import reconcile_once
 
-ROOT = Path(__file__).resolve().parents[2]
 THREADS = 4
 
 
@@ -53,12 +51,7 @@ def settings_from(environ: dict[str, str]) -> Settings:
 
 def migrate(settings: Settings) -> None:
     engine = create_db_engine(settings.database, application_name="taskoverflow-migrate")
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["configure_logger"] = False
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    schema.upgrade(engine)
     engine.dispose()
 
 
