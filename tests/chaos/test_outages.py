@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.e2e.test_failures import submit, wait_status
+from tests.integration.jobs import submit, wait_status
 from tests.processes import Process, free_port, start_api, start_worker
 from tests.services import ADMIN_URL
 

@@ -10,29 +10,16 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.integration.jobs import insert_todos, job_row
+from tests.integration.jobs import (
+    SLOW_CALENDAR_TODOS,
+    insert_todos,
+    job_row,
+    submit,
+    wait_status,
+)
 from tests.processes import PrivateRedis, Process, free_port, start_api, start_worker
 
 pytestmark = pytest.mark.e2e
-
-#: Enough todos that rendering takes a couple of seconds: time to interrupt it.
-SLOW_CALENDAR_TODOS = 300_000
-
-
-def submit(api: str) -> uuid.UUID:
-    response = httpx.post(f"{api}/api/v1/todos/ical", timeout=10)
-    assert response.status_code == 202, response.text
-    return uuid.UUID(response.json()["task_id"])
-
-
-def wait_status(engine: Engine, job_id: uuid.UUID, wanted: set[str], timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = job_row(engine, job_id).status
-        if status in wanted:
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} is {job_row(engine, job_id).status}, wanted {wanted}")
 
 
 def slow_job_running(

@@ -11,8 +11,7 @@ import icalendar
 import pytest
 from sqlalchemy import Engine
 
-from tests.e2e.test_failures import SLOW_CALENDAR_TODOS, submit, wait_status
-from tests.integration.jobs import insert_todos, job_row
+from tests.integration.jobs import SLOW_CALENDAR_TODOS, insert_todos, job_row, submit, wait_status
 from tests.processes import Process, free_port, start_api, start_worker
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""Making job rows and todos directly in the test database."""
+"""Job rows and todos in the test database: making them, submitting jobs, waiting on them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
+import httpx
 from sqlalchemy import Engine, text
 
 from models.clock import utcnow
@@ -49,12 +50,29 @@ def insert_todos(
         )
 
 
-def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 30):  # type: ignore[no-untyped-def]
-    """The job's row once it is SUCCESS or FAILURE; fails the test after ``timeout`` s."""
+#: Enough todos that rendering takes a couple of seconds: time to interrupt it.
+SLOW_CALENDAR_TODOS = 300_000
+
+
+def submit(api: str) -> uuid.UUID:
+    """POST a calendar job to the API at ``api``; its id."""
+    response = httpx.post(f"{api}/api/v1/todos/ical", timeout=10)
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["task_id"])
+
+
+def wait_status(engine: Engine, job_id: uuid.UUID, wanted: set[str], timeout: float = 60) -> str:
+    """The job's status once it is one of ``wanted``; fails the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = job_row(engine, job_id)
-        if row.status in ("SUCCESS", "FAILURE"):
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} is still {job_row(engine, job_id).status}")
+        status = job_row(engine, job_id).status
+        if status in wanted:
+            return str(status)
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} is {job_row(engine, job_id).status}, wanted {wanted}")
+
+
+def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 30):  # type: ignore[no-untyped-def]
+    """The job's row once it is SUCCESS or FAILURE; fails the test after ``timeout`` s."""
+    wait_status(engine, job_id, {"SUCCESS", "FAILURE"}, timeout)
+    return job_row(engine, job_id)
