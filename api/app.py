@@ -17,6 +17,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController
@@ -24,7 +25,6 @@ from api.routes.health import health
 from api.routes.page import page_routes
 from api.routes.todos import TodoController
 from api.state import ApiResources, JobSender
-from models.database import create_db_engine, create_session_factory
 from models.log_config import configure_logging
 from models.queue import build_broker
 from models.settings import ConfigError, Settings
@@ -38,24 +38,23 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
     ``broker``: send jobs through this one instead of building one from the settings (the
     single-process run shares its in-memory broker with the actors).
     """
-    engine = create_db_engine(settings.database, application_name="taskoverflow-api")
+    engine = create_api_engine(settings.database, application_name="taskoverflow-api")
     resources = ApiResources(
         settings=settings,
-        engine=engine,
-        sessions=create_session_factory(engine),
+        db=Database(engine),
         sender=JobSender(broker or build_broker(settings.broker), settings.broker.queue_name),
     )
 
     def size_thread_pool() -> None:
-        # Sync handlers run in the loop's default executor. One thread per pooled connection:
-        # more threads would only queue on the pool, fewer would leave connections idle.
+        # Handlers are async; the threads only make broker sends (blocking clients). Sized
+        # like the database pool: a submission waits on at most one of each.
         asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(settings.database.pool_size, thread_name_prefix="api-db")
+            ThreadPoolExecutor(settings.database.pool_size, thread_name_prefix="api-send")
         )
-        log.info("api ready", db_threads=settings.database.pool_size)
+        log.info("api ready", db_connections=settings.database.pool_size)
 
-    def release() -> None:
-        engine.dispose()
+    async def release() -> None:
+        await engine.dispose()
         resources.sender.broker.close()
 
     return Litestar(

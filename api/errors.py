@@ -12,6 +12,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
+from api.database import DatabaseUnavailable
+
 log = structlog.get_logger("api")
 
 
@@ -75,5 +77,6 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_exception,
     sqlalchemy.exc.DBAPIError: _database_error,
     sqlalchemy.exc.TimeoutError: _database_unavailable,
+    DatabaseUnavailable: _database_unavailable,
     Exception: _unhandled,
 }

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
-from models import Todo
-
-
-def iso(moment: datetime | None) -> str | None:
-    # isoformat() is what the course's API returned: "2023-02-27T00:00:00", no offset (UTC).
-    return None if moment is None else moment.isoformat()
-
 
 class TodoOut(msgspec.Struct):
+    """A todo as the course's clients know it; built positionally from a row of
+    ``api.queries.TODO_COLUMNS``. Timestamps are naive UTC, which msgspec writes exactly as
+    ``datetime.isoformat()`` does ("2023-02-27T00:00:00", no offset): the course's format."""
+
     id: int
     title: str
     description: str | None
     completed: bool
-    deadline_at: str | None
-    created_at: str
-    updated_at: str
-
-    @classmethod
-    def of(cls, todo: Todo | Any) -> TodoOut:
-        """From a ``Todo`` or a row with the same attributes."""
-        return cls(
-            id=todo.id,
-            title=todo.title,
-            description=todo.description,
-            completed=todo.completed,
-            deadline_at=iso(todo.deadline_at),
-            created_at=iso(todo.created_at) or "",
-            updated_at=iso(todo.updated_at) or "",
-        )
+    deadline_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
 
 
 class Health(msgspec.Struct):

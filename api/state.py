@@ -1,16 +1,13 @@
-"""What the API process holds for its lifetime: settings, database sessions, the job sender."""
+"""What the API process holds for its lifetime: settings, the database, the job sender."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dramatiq
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
+from api.database import Database
 from models.queue import calendar_message
 from models.settings import Settings
 
@@ -31,12 +28,5 @@ class JobSender:
 @dataclass
 class ApiResources:
     settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
+    db: Database
     sender: JobSender
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One session per request; the handler commits what it means to keep."""
-        with self.sessions() as session:
-            yield session

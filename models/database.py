@@ -36,11 +36,11 @@ def create_db_engine(
         )
     engine = create_engine(settings.url, pool_size=size, max_overflow=0)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     # WAL lets readers run beside the one writer; busy_timeout makes writers queue, not fail.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post, put
-from litestar.concurrency import sync_to_thread
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from api import queries
 from api.errors import ApiError
 from api.openapi_docs import (
     CreateTodoOperation,
@@ -25,10 +23,8 @@ from api.todo_input import (
     parse_todo_fields,
     parse_window,
 )
-from models import Todo
 from models.clock import utcnow
 
-#: ids are a Postgres ``integer``: anything outside cannot exist, so it is simply not found.
 MAX_ID = 2**31 - 1
 
 _BODY_DOC = (
@@ -39,22 +35,22 @@ _BODY_DOC = (
 )
 
 
-def _find(session: Session, todo_id: int) -> Todo | None:
-    if not 1 <= todo_id <= MAX_ID:
-        return None
-    return session.get(Todo, todo_id)
-
-
 def _not_found() -> ApiError:
     return ApiError(404, "Todo not found")
 
 
+def _valid_id(todo_id: int) -> bool:
+    # ids are a Postgres ``integer``: anything outside cannot exist, so it is simply not found.
+    return 1 <= todo_id <= MAX_ID
+
+
+# Handlers are async and each runs one statement (api.database): no thread hop, one round trip.
 class TodoController(Controller):
     path = "/api/v1/todos"
     tags = ("todos",)
 
-    @get(sync_to_thread=True, summary="List todos, newest first", responses=errors(400, 503))
-    def list_todos(
+    @get(summary="List todos, newest first", responses=errors(400, 503))
+    async def list_todos(
         self,
         state: State,
         completed: Annotated[
@@ -69,24 +65,28 @@ class TodoController(Controller):
     ) -> list[TodoOut]:
         only_completed = parse_completed_filter(completed)
         horizon = parse_window(window)
-        stmt = select(Todo).order_by(Todo.created_at.desc(), Todo.id.desc())
+        query = queries.todo_list(completed=only_completed is not None, due_by=horizon is not None)
+        params: dict[str, Any] = {}
         if only_completed is not None:
-            stmt = stmt.where(Todo.completed.is_(only_completed))
+            params["completed"] = only_completed
         if horizon is not None:
-            stmt = stmt.where(Todo.deadline_at <= utcnow() + horizon)
-        with state.resources.session() as session:
-            return [TodoOut.of(todo) for todo in session.scalars(stmt)]
+            params["due_by"] = utcnow() + horizon
+        rows = await state.resources.db.fetch_all(query, **params)
+        return [TodoOut(*row) for row in rows]
 
-    @get("/{todo_id:int}", sync_to_thread=True, summary="Read one todo", responses=errors(404, 503))
-    def get_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut:
-        with state.resources.session() as session:
-            todo = _find(session, todo_id)
-            if todo is None:
-                raise _not_found()
-            return TodoOut.of(todo)
+    @get("/{todo_id:int}", summary="Read one todo", responses=errors(404, 503))
+    async def get_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut:
+        row = (
+            await state.resources.db.fetch_one(queries.TODO_BY_ID, id=todo_id)
+            if _valid_id(todo_id)
+            else None
+        )
+        if row is None:
+            raise _not_found()
+        return TodoOut(*row)
 
     # Writes read the raw body themselves (the course's order of checks and messages, see
-    # api.todo_input), then do the database work in the thread pool.
+    # api.todo_input).
     @post(
         summary="Create a todo",
         status_code=201,
@@ -96,15 +96,14 @@ class TodoController(Controller):
     )
     async def create_todo(self, state: State, request: Request) -> TodoOut:
         values = parse_todo_fields(decode_object(await request.body()), creating=True)
-
-        def insert() -> TodoOut:
-            with state.resources.session() as session:
-                todo = Todo(**values)
-                session.add(todo)
-                session.commit()
-                return TodoOut.of(todo)
-
-        return await sync_to_thread(insert)
+        row = await state.resources.db.execute(
+            queries.INSERT_TODO,
+            **{"description": None, "completed": False, "deadline_at": None, **values},
+            now=utcnow(),
+        )
+        if row is None:  # INSERT ... RETURNING always returns the row
+            raise RuntimeError("insert returned no row")
+        return TodoOut(*row)
 
     @put(
         "/{todo_id:int}",
@@ -116,33 +115,28 @@ class TodoController(Controller):
     async def update_todo(self, state: State, request: Request, todo_id: FromPath[int]) -> TodoOut:
         # Validate before looking the todo up: a bad body never changes anything.
         values = parse_todo_fields(decode_object(await request.body()), creating=False)
-
-        def apply() -> TodoOut:
-            with state.resources.session() as session:
-                todo = _find(session, todo_id)
-                if todo is None:
-                    raise _not_found()
-                for key, value in values.items():
-                    setattr(todo, key, value)
-                session.commit()
-                return TodoOut.of(todo)
-
-        return await sync_to_thread(apply)
+        if not _valid_id(todo_id):
+            raise _not_found()
+        db = state.resources.db
+        if values:
+            query = queries.update_todo(frozenset(values))
+            row = await db.execute(query, **values, id=todo_id, now=utcnow())
+        else:
+            # Nothing to change: answer with the todo as it is (updated_at untouched).
+            row = await db.fetch_one(queries.TODO_BY_ID, id=todo_id)
+        if row is None:
+            raise _not_found()
+        return TodoOut(*row)
 
     @delete(
         "/{todo_id:int}",
-        sync_to_thread=True,
         status_code=200,
         summary="Delete a todo (200 with {} if it did not exist)",
         operation_class=DeleteTodoOperation,
         responses=errors(404, 503),
     )
-    def delete_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut | dict[str, Any]:
-        with state.resources.session() as session:
-            todo = _find(session, todo_id)
-            if todo is None:
-                return {}
-            body = TodoOut.of(todo)
-            session.delete(todo)
-            session.commit()
-            return body
+    async def delete_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut | dict[str, Any]:
+        if not _valid_id(todo_id):
+            return {}
+        row = await state.resources.db.execute(queries.DELETE_TODO, id=todo_id)
+        return {} if row is None else TodoOut(*row)

@@ -1,0 +1,95 @@
+"""Every SQL statement the API runs, as SQLAlchemy Core over the shared models (api.database).
+
+Built once at import; a handler picks one and supplies its parameters by name. Column lists
+match the response structs field for field, so a row becomes a ``TodoOut(*row)``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, update
+
+from api.database import Query
+from models import Job, JobStatus, Todo
+
+#: In ``TodoOut``'s field order.
+TODO_COLUMNS = (
+    Todo.id,
+    Todo.title,
+    Todo.description,
+    Todo.completed,
+    Todo.deadline_at,
+    Todo.created_at,
+    Todo.updated_at,
+)
+
+TODO_BY_ID = Query(select(*TODO_COLUMNS).where(Todo.id == bindparam("id")))
+
+DELETE_TODO = Query(delete(Todo).where(Todo.id == bindparam("id")).returning(*TODO_COLUMNS))
+
+INSERT_TODO = Query(
+    insert(Todo)
+    .values(
+        title=bindparam("title"),
+        description=bindparam("description"),
+        completed=bindparam("completed"),
+        deadline_at=bindparam("deadline_at"),
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .returning(*TODO_COLUMNS)
+)
+
+
+@cache
+def todo_list(*, completed: bool, due_by: bool) -> Query:
+    """Newest first, optionally only ``completed`` = :completed and/or due by :due_by."""
+    stmt = select(*TODO_COLUMNS).order_by(Todo.created_at.desc(), Todo.id.desc())
+    if completed:
+        stmt = stmt.where(Todo.completed == bindparam("completed"))
+    if due_by:
+        stmt = stmt.where(Todo.deadline_at <= bindparam("due_by"))
+    return Query(stmt)
+
+
+@cache
+def update_todo(fields: frozenset[str]) -> Query:
+    """Set ``fields`` (each from the parameter of its name) and updated_at = :now."""
+    values: dict[str, Any] = {name: bindparam(name) for name in sorted(fields)}
+    return Query(
+        update(Todo)
+        .where(Todo.id == bindparam("id"))
+        .values(**values, updated_at=bindparam("now"))
+        .returning(*TODO_COLUMNS)
+    )
+
+
+INSERT_JOB = Query(
+    insert(Job).values(
+        id=bindparam("id"),
+        kind=bindparam("kind"),
+        status=JobStatus.PENDING.value,
+        attempts=0,
+        created_at=bindparam("now"),
+        enqueued_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
+
+#: A job that could not be sent: FAILURE at once, so nothing waits for it.
+FAIL_UNSENT_JOB = Query(
+    update(Job)
+    .where(Job.id == bindparam("id"), Job.status == JobStatus.PENDING.value)
+    .values(
+        status=JobStatus.FAILURE.value,
+        error=bindparam("error"),
+        finished_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
+
+JOB_STATUS = Query(select(Job.status, Job.error).where(Job.id == bindparam("id")))
+
+JOB_RESULT = Query(select(Job.status, Job.result, Job.error).where(Job.id == bindparam("id")))
