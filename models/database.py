@@ -9,9 +9,18 @@ from models.settings import DatabaseSettings
 
 
 def create_db_engine(
-    settings: DatabaseSettings, *, application_name: str, pool_size: int | None = None
+    settings: DatabaseSettings,
+    *,
+    application_name: str,
+    pool_size: int | None = None,
+    pre_ping: bool = True,
 ) -> Engine:
-    """An engine with bounded waits everywhere: connect, checkout and every statement."""
+    """An engine with bounded waits everywhere: connect, checkout and every statement.
+
+    ``pre_ping=False`` is for callers that cope with a connection found dead on first use
+    (the worker's job runner retries its first statement) and would rather not pay a round
+    trip per checkout.
+    """
     size = pool_size or settings.pool_size
     if settings.url.startswith("postgresql"):
         return create_engine(
@@ -22,7 +31,7 @@ def create_db_engine(
             pool_timeout=settings.connect_timeout_s,
             # A connection killed server-side (restart, pg_terminate_backend, failover) is
             # detected at checkout instead of failing the request that draws it.
-            pool_pre_ping=True,
+            pool_pre_ping=pre_ping,
             connect_args={
                 "connect_timeout": settings.connect_timeout_s,
                 "application_name": application_name,

@@ -2,34 +2,89 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, String, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
-from models import Job, Todo
+from models import Todo
 from workers.ical import CalendarTodo, render_calendar
+from workers.lifecycle import ClaimedJob, Work
 
-#: Rows fetched per round trip; with a server-side cursor, memory stays bounded by this.
+#: Rows fetched per round trip from the server-side cursor: memory stays bounded by this.
 FETCH_BATCH = 2000
 
 
-def dated_todos(session: Session) -> Iterator[CalendarTodo]:
-    """Every todo with a deadline, soonest first, streamed in batches (Core rows, no ORM)."""
-    stmt = (
-        select(Todo.id, Todo.title, Todo.description, Todo.deadline_at, Todo.updated_at)
-        .where(Todo.deadline_at.is_not(None))
-        .order_by(Todo.deadline_at, Todo.id)
-        .execution_options(yield_per=FETCH_BATCH)
+class ical_utc(FunctionElement[str]):
+    """A timestamp column formatted by the database as an RFC 5545 UTC DATE-TIME.
+
+    Profiled on a 100,000-todo calendar: parsing two timestamps per row into datetimes
+    (psycopg2) and formatting them again (Python) was over a third of the job's time; the
+    database's own formatting costs it almost nothing.
+    """
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(ical_utc, "postgresql")
+def _ical_utc_postgresql(element: ical_utc, compiler: Any, **kw: Any) -> str:
+    return f"""to_char({compiler.process(element.clauses, **kw)}, 'YYYYMMDD"T"HH24MISS"Z"')"""
+
+
+@compiles(ical_utc, "sqlite")
+def _ical_utc_sqlite(element: ical_utc, compiler: Any, **kw: Any) -> str:
+    return f"strftime('%Y%m%dT%H%M%SZ', {compiler.process(element.clauses, **kw)})"
+
+
+#: Every todo with a deadline, soonest first (Core rows: no ORM objects to build).
+_DATED = (
+    select(
+        Todo.id,
+        Todo.title,
+        Todo.description,
+        ical_utc(Todo.deadline_at),
+        ical_utc(Todo.updated_at),
     )
-    for row in session.execute(stmt):
-        yield CalendarTodo._make(row)
+    .where(Todo.deadline_at.is_not(None))
+    .order_by(Todo.deadline_at, Todo.id)
+)
 
 
-def calendar_work(uid_domain: str):  # type: ignore[no-untyped-def]
+@contextmanager
+def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
+    """The dated todos of one snapshot, for the block; ``conn`` is in autocommit mode.
+
+    Most calendars are small: one plain query (one round trip) answers them. Only when that
+    first page is full are the todos streamed instead, through a server-side cursor, which
+    needs a transaction (six round trips, nothing for a 100,000-todo calendar) and keeps the
+    worker's memory bounded by FETCH_BATCH rows. The first page is then read again: a
+    cursor's single statement is what gives one consistent snapshot.
+    """
+    first = conn.execute(_DATED.limit(FETCH_BATCH + 1)).all()
+    conn.commit()  # autocommit: ends SQLAlchemy's own bookkeeping only
+    if len(first) <= FETCH_BATCH:
+        # Rows unpack like CalendarTodo (same columns, same order): no per-row wrapping.
+        yield cast("list[CalendarTodo]", first)
+        return
+    del first
+    conn.execution_options(isolation_level="READ COMMITTED")
+    try:
+        with conn.begin():
+            rows = conn.execute(_DATED.execution_options(yield_per=FETCH_BATCH))
+            yield cast("Iterable[CalendarTodo]", rows)
+    finally:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def calendar_work(uid_domain: str) -> Work:
     """The ``Work`` function for ``ical`` jobs, bound to the deployment's UID domain."""
 
-    def work(session: Session, _job: Job) -> str:
-        return render_calendar(dated_todos(session), uid_domain=uid_domain)
+    def work(conn: Connection, _job: ClaimedJob) -> str:
+        with dated_todos(conn) as todos:
+            return render_calendar(todos, uid_domain=uid_domain)
 
     return work

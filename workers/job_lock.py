@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import BigInteger, Connection, Engine, bindparam, func, select
+from sqlalchemy.exc import DBAPIError
 
 # Stand-in for other databases (SQLite in single-process runs): a process-local set.
 _local_guard = threading.Lock()
@@ -28,37 +29,56 @@ def lock_key(job_id: uuid.UUID) -> int:
 
 
 @contextmanager
-def job_lock(conn: Connection, job_id: uuid.UUID) -> Iterator[bool]:
-    """Try to own ``job_id`` for the duration of the block; yields whether it was acquired.
+def owned_job(engine: Engine, job_id: uuid.UUID) -> Iterator[tuple[Connection, bool]]:
+    """A connection for running ``job_id``, and whether it owns the job for the block.
 
-    ``conn`` must stay checked out for the whole block: the lock belongs to its session.
+    The connection is in autocommit mode (each statement its own transaction); the lock lives
+    as long as the connection's session, so the connection stays checked out for the block.
+    The engine has no pre-ping: a connection that died in the pool fails the lock statement
+    (nothing has happened yet), SQLAlchemy then discards the pool's older connections, and
+    one fresh connection is tried.
     """
+    for attempt in (1, 2):
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            acquired = _try_lock(conn, job_id)
+        except DBAPIError as exc:
+            conn.close()
+            if exc.connection_invalidated and attempt == 1:
+                continue
+            raise
+        break
+    with conn:
+        try:
+            yield conn, acquired
+        finally:
+            if acquired:
+                _release(conn, job_id)
+
+
+_TRY_LOCK = select(func.pg_try_advisory_lock(bindparam("key", type_=BigInteger)))
+_UNLOCK = select(func.pg_advisory_unlock(bindparam("key", type_=BigInteger)))
+
+
+def _try_lock(conn: Connection, job_id: uuid.UUID) -> bool:
     if conn.dialect.name != "postgresql":
         with _local_guard:
             acquired = job_id not in _local_held
             _local_held.add(job_id)
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                with _local_guard:
-                    _local_held.discard(job_id)
+        return acquired
+    acquired = bool(conn.execute(_TRY_LOCK, {"key": lock_key(job_id)}).scalar())
+    conn.commit()  # ends SQLAlchemy's (autocommit: client-side only) transaction
+    return acquired
+
+
+def _release(conn: Connection, job_id: uuid.UUID) -> None:
+    if conn.dialect.name != "postgresql":
+        with _local_guard:
+            _local_held.discard(job_id)
         return
-
-    key = lock_key(job_id)
-    acquired = bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
-    conn.commit()
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            _release(conn, key)
-
-
-def _release(conn: Connection, key: int) -> None:
     try:
         conn.rollback()  # leave no transaction open around the unlock
-        conn.execute(select(func.pg_advisory_unlock(key)))
+        conn.execute(_UNLOCK, {"key": lock_key(job_id)})
         conn.commit()
     except Exception:
         # Could not unlock (the connection broke, or the database went away). Never hand a

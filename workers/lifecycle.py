@@ -1,9 +1,14 @@
 """The job lifecycle a worker drives: claim, run, record the outcome.
 
 ``run_job`` is what every actor calls. It takes the engine and a plain function that does the
-work; it owns the transactions, so the work function only reads and computes. Running the
-same job twice, even at once, leaves the same final row: the advisory lock (``job_lock``)
-lets one worker at a time run it, and a finished job is never run again.
+work; it owns the writes, so the work function only reads and computes. Running the same job
+twice, even at once, leaves the same final row: the advisory lock (``job_lock``) lets one
+worker at a time run it, and a finished job is never run again.
+
+Round trips are what a small job costs (docs/BENCHMARKS.md, P1): on one autocommit
+connection a job takes five statements (lock, claim, read, record, unlock), each its own
+transaction, where the ORM version took fifteen (pre-ping, BEGIN, SELECT, UPDATE, COMMIT…).
+Each write is still committed before the next step depends on it.
 """
 
 from __future__ import annotations
@@ -11,24 +16,60 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
-from sqlalchemy import CursorResult, Engine, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, CursorResult, Engine, bindparam, select, update
 
 from models import Job, JobStatus
 from models.clock import utcnow
 from workers.errors import PermanentJobError
-from workers.job_lock import job_lock
+from workers.job_lock import owned_job
 
 log = structlog.get_logger("workers.lifecycle")
 
 #: Longest error text we keep on a job row (a traceback's last line, not the whole of it).
 MAX_ERROR_LENGTH = 1000
 
-#: The work a job does: read what it needs through the session, return the result text.
-Work = Callable[[Session, Job], str]
+
+class ClaimedJob(NamedTuple):
+    id: uuid.UUID
+    kind: str
+    #: How many times a worker has started it, this run included.
+    attempts: int
+
+
+#: The work a job does: read what it needs through the connection, return the result text.
+Work = Callable[[Connection, ClaimedJob], str]
+
+_FINAL = [JobStatus.SUCCESS.value, JobStatus.FAILURE.value]
+
+_CLAIM = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.status.not_in(_FINAL))
+    .values(
+        status=JobStatus.STARTED.value,
+        attempts=Job.attempts + 1,
+        started_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .returning(Job.kind, Job.attempts)
+)
+
+_SUCCEED = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"))
+    .values(
+        status=JobStatus.SUCCESS.value,
+        result=bindparam("result"),
+        error=None,
+        finished_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+_STATUS = select(Job.status).where(Job.id == bindparam("job_id"))
 
 
 def describe(exc: BaseException) -> str:
@@ -45,74 +86,73 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work) -> str:
     recording it (RETRY for transient errors, FAILURE for ``PermanentJobError``), so the
     broker's retry middleware can schedule the next attempt.
     """
-    with engine.connect() as conn, job_lock(conn, job_id) as owned:
+    with owned_job(engine, job_id) as (conn, owned):
         if not owned:
             log.info("job skipped", reason="another worker is running it")
             return "skipped-running"
-        with Session(bind=conn, expire_on_commit=False) as session:
-            job = session.get(Job, job_id)
-            if job is None:
+        claimed = conn.execute(_CLAIM, {"job_id": job_id, "now": utcnow()}).one_or_none()
+        conn.commit()  # autocommit: already durable; this ends SQLAlchemy's own bookkeeping
+        if claimed is None:
+            status = conn.execute(_STATUS, {"job_id": job_id}).scalar()
+            if status is None:
                 log.warning("job skipped", reason="no such job")
                 return "skipped-missing"
-            if JobStatus(job.status).is_final:
-                log.info("job skipped", reason=f"already {job.status}")
-                return "skipped-finished"
-            job.status = JobStatus.STARTED
-            job.attempts += 1
-            job.started_at = utcnow()
-            session.commit()
-            log.info("job started", kind=job.kind, attempts=job.attempts)
+            log.info("job skipped", reason=f"already {status}")
+            return "skipped-finished"
+        job = ClaimedJob(job_id, claimed.kind, claimed.attempts)
+        log.info("job started", kind=job.kind, attempts=job.attempts)
 
-            started = time.perf_counter()
-            try:
-                result = work(session, job)
-            except BaseException as exc:
-                session.rollback()
-                final = isinstance(exc, PermanentJobError)
-                _record_failure(session, job, exc, final=final)
-                log.warning(
-                    "job finished" if final else "job attempt failed",
-                    outcome="failure" if final else "retry",
-                    kind=job.kind,
-                    attempts=job.attempts,
-                    error=describe(exc),
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                )
-                raise
-            job.status = JobStatus.SUCCESS
-            job.result = result
-            job.error = None
-            job.finished_at = utcnow()
-            session.commit()
-            log.info(
-                "job finished",
-                outcome="success",
+        started = time.perf_counter()
+        try:
+            result = work(conn, job)
+        except BaseException as exc:
+            final = isinstance(exc, PermanentJobError)
+            _record_failure(conn, job, exc, final=final)
+            log.warning(
+                "job finished" if final else "job attempt failed",
+                outcome="failure" if final else "retry",
                 kind=job.kind,
                 attempts=job.attempts,
-                result_bytes=len(result),
+                error=describe(exc),
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
-            return "success"
+            raise
+        conn.execute(_SUCCEED, {"job_id": job_id, "result": result, "now": utcnow()})
+        conn.commit()
+        log.info(
+            "job finished",
+            outcome="success",
+            kind=job.kind,
+            attempts=job.attempts,
+            result_bytes=len(result),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return "success"
 
 
-def _record_failure(session: Session, job: Job, exc: BaseException, *, final: bool) -> None:
+def _record_failure(conn: Connection, job: ClaimedJob, exc: BaseException, *, final: bool) -> None:
     """Best effort: if the database itself is the failure, the reconciler will catch up."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": JobStatus.FAILURE if final else JobStatus.RETRY,
+        "error": describe(exc),
+        "updated_at": now,
+    }
+    if final:
+        values["finished_at"] = now
     try:
-        job.status = JobStatus.FAILURE if final else JobStatus.RETRY
-        job.error = describe(exc)
-        if final:
-            job.finished_at = utcnow()
-        session.commit()
+        conn.rollback()  # whatever the work left open
+        conn.execute(update(Job).where(Job.id == job.id).values(**values))
+        conn.commit()
     except Exception as db_exc:
-        session.rollback()
         log.warning("could not record job failure", error=describe(db_exc))
 
 
 def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str) -> bool:
     """Set an unfinished job to FAILURE with ``reason``; False if it was already final."""
     now = utcnow()
-    with Session(engine) as session:
-        result = session.execute(
+    with engine.begin() as conn:
+        result = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.not_in([JobStatus.SUCCESS, JobStatus.FAILURE]))
             .values(
@@ -122,5 +162,4 @@ def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str) -> bool:
                 updated_at=now,
             )
         )
-        session.commit()
     return bool(cast("CursorResult[Any]", result).rowcount)

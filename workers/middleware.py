@@ -60,6 +60,9 @@ class WorkerResources(Middleware):
             self.settings.database,
             application_name="taskoverflow-worker",
             pool_size=self.threads + 1,
+            # One round trip less per job: run_job's first statement retries a stale
+            # connection itself (workers/job_lock.py).
+            pre_ping=False,
         )
         _current = Resources(settings=self.settings, engine=engine)
         if self.run_reconciler:

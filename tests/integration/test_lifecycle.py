@@ -10,6 +10,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from models import Job
+from models.database import create_db_engine
+from models.settings import Settings
 from tests.integration.jobs import insert_job, insert_todos, job_row
 from workers.calendar import calendar_work
 from workers.errors import PermanentJobError
@@ -71,6 +73,30 @@ def test_a_dead_owner_releases_the_job_at_once(engine: Engine):
     holder.invalidate()
     assert run_job(engine, job_id, render) == "success"
     assert job_row(engine, job_id).attempts == 2
+
+
+def test_a_job_survives_a_database_restart_under_its_pooled_connection(settings: Settings):
+    """The worker's engine has no pre-ping: a pooled connection that died (Postgres
+    restarted, failover) is found out by the lock statement and the job runs on a fresh one."""
+    engine = create_db_engine(
+        settings.database, application_name="tests-stale-pool", pool_size=1, pre_ping=False
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE todos, jobs RESTART IDENTITY"))
+        insert_todos(engine, 3)
+        first, second = insert_job(engine), insert_job(engine)
+        assert run_job(engine, first, render) == "success"  # the pool now holds a connection
+        with engine.connect() as probe:
+            pid = probe.execute(text("SELECT pg_backend_pid()")).scalar()
+        psycopg_admin = create_db_engine(settings.database, application_name="tests-admin")
+        with psycopg_admin.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        psycopg_admin.dispose()
+        assert run_job(engine, second, render) == "success"
+        assert job_row(engine, second).result.count("BEGIN:VEVENT") == 3
+    finally:
+        engine.dispose()
 
 
 def test_transient_failure_is_recorded_as_retry_and_reraised(engine: Engine):
