@@ -140,5 +140,6 @@ images-smoke: ## Build both images with podman and run them: migrate, API, 2 wor
 	ops/images/smoke.sh
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark against the seed design (Flask + Celery) side by side
-	$(PY) ops/bench/compare.py
+bench: $(STAMP) ## P1-P7 against the seed design (Flask + Celery), side by side (BENCH_ARGS=--record ...)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	$(PY) ops/bench/compare.py $(BENCH_ARGS)

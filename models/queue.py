@@ -15,7 +15,6 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from models.settings import BrokerSettings
-from models.sqs import JobSQSBroker
 
 #: The actor that renders a calendar job; ``workers.actors.calendar`` registers it.
 CALENDAR_ACTOR = "render_calendar"
@@ -38,6 +37,10 @@ def build_broker(
         stub.declare_queue(settings.queue_name)
         return stub
     if settings.is_sqs:
+        # Imported only here: boto3 and botocore are ~30 MB of every process's memory
+        # (measured on the worker: 82 MB resident with them, docs/BENCHMARKS.md P4).
+        from models.sqs import JobSQSBroker
+
         broker: dramatiq.Broker = JobSQSBroker(
             settings, middleware, consumer_prefetch=consumer_prefetch
         )

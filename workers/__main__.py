@@ -15,9 +15,16 @@ import sys
 #: Environment variables this launcher reads (besides everything ``Settings`` reads).
 LAUNCHER_ENV = ("WORKER_PROCESSES", "DRAMATIQ_THREADS", "WORKER_SHUTDOWN_TIMEOUT_MS")
 
-#: Idle consumers poll Redis this often (ms). Dramatiq's default of 1000 adds ~0.5 s of pickup
-#: latency to a job submitted to an idle pool; SQS long-polls instead (SQS_WAIT_TIME_S).
-DEFAULT_POLL_MS = "100"
+#: Idle consumers poll Redis at most this far apart (ms). Dramatiq's default of 1000 adds ~0.5 s
+#: of pickup latency to a job submitted to an idle pool; 50 keeps a job after idle under
+#: ~100 ms end to end (P7 in docs/BENCHMARKS.md) for 20 cheap polls a second per process. SQS
+#: long-polls instead (SQS_WAIT_TIME_S).
+DEFAULT_POLL_MS = "50"
+
+#: glibc makes up to 8 malloc arenas per core, one per thread that allocates at once: each of
+#: the 8 job threads then keeps its own freed memory. Two arenas cut the worker's peak RSS
+#: over three 100,000-todo calendars from 212 MiB to 175 MiB (docs/BENCHMARKS.md, P4).
+DEFAULT_MALLOC_ARENA_MAX = "2"
 
 
 def dramatiq_argv(environ: dict[str, str]) -> list[str]:
@@ -47,11 +54,18 @@ def dramatiq_argv(environ: dict[str, str]) -> list[str]:
     ]
 
 
-def main() -> None:
-    environ = dict(os.environ)
-    argv = dramatiq_argv(environ)
+def dramatiq_environ(environ: dict[str, str], argv: list[str]) -> dict[str, str]:
+    """The environment dramatiq runs with: ours fills in what the deployment left unset."""
+    environ = dict(environ)
     environ.setdefault("DRAMATIQ_THREADS", argv[argv.index("--threads") + 1])
     environ.setdefault("dramatiq_worker_timeout", DEFAULT_POLL_MS)
+    environ.setdefault("MALLOC_ARENA_MAX", DEFAULT_MALLOC_ARENA_MAX)
+    return environ
+
+
+def main() -> None:
+    argv = dramatiq_argv(dict(os.environ))
+    environ = dramatiq_environ(dict(os.environ), argv)
     executable = shutil.which("dramatiq", path=os.path.dirname(sys.executable)) or "dramatiq"
     os.execvpe(executable, argv, environ)  # noqa: S606 (fixed argv, no shell)
 

@@ -11,7 +11,6 @@ import structlog
 
 from models.log_config import configure_logging
 from models.settings import ConfigError, Settings
-from models.sqs import JobSQSBroker, QueueMissing
 from workers.actors import register_actors
 from workers.broker import build_worker_broker
 
@@ -24,7 +23,11 @@ except (ConfigError, ValueError) as exc:
 configure_logging(settings.log, process="worker")
 broker = build_worker_broker(settings, threads=threads)
 register_actors(broker, settings.broker.queue_name)
-if isinstance(broker, JobSQSBroker):
+if settings.broker.is_sqs:
+    # Only an SQS deployment loads boto3 (~30 MB per process).
+    from models.sqs import JobSQSBroker, QueueMissing
+
+    assert isinstance(broker, JobSQSBroker)  # noqa: S101 (what build_broker returns for sqs://)
     try:
         broker.resolve_queues()
     except QueueMissing as exc:

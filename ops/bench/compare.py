@@ -1,13 +1,17 @@
 """Side-by-side benchmark: TaskOverflow and the seed design (Flask + Celery), same run.
 
-Starts the seed design with ../shared/bench/start-seed-anchor.sh (port 6401) and our API and
-workers (port 6402, database taskoverflow_bench), runs ../shared/bench/jobs_e2e.py against
-each with the same workloads, prints one table, and stops everything it started.
+Starts the seed design with ../shared/bench/start-seed-anchor.sh (port 6401) and ours (API on
+port 6402, workers through ``python -m workers``, database taskoverflow_bench, Redis db 2),
+runs the workloads P1-P7 of issue 8 against both with the shared clients
+(../shared/bench/jobs_e2e.py and api_rps.sh), prints one table with both figures and the
+ratio, and stops everything it started.
 
-    make bench                     # all workloads
-    python ops/bench/compare.py --quick
+    make bench                               # everything (~6 minutes)
+    python ops/bench/compare.py --only P1,P5 # some workloads
+    python ops/bench/compare.py --record     # also rewrite the results in docs/BENCHMARKS.md
 
-Only same-run ratios mean anything: these machines drift 20-30 % between runs.
+Only same-run ratios mean anything: these machines drift 20-30 % between runs. Our processes
+run with production settings (LOG_LEVEL=INFO, JSON lines), logging to /dev/null.
 """
 
 from __future__ import annotations
@@ -18,26 +22,93 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_BENCH = Path(os.environ.get("SHARED_BENCH", ROOT.parent / "shared" / "bench"))
 BIN = Path(sys.executable).parent
-OURS_PORT = 6402
-SEED_URL = "http://127.0.0.1:6401"
-BENCH_DB = "postgresql://postgres@127.0.0.1:5432/taskoverflow_bench"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+OURS = "http://127.0.0.1:6402"
+SEED = "http://127.0.0.1:6401"
+OURS_DB = "taskoverflow_bench"
+SEED_DB = "seed_anchor"  # the database start-seed-anchor.sh creates
+DOCS = ROOT / "docs" / "BENCHMARKS.md"
+RESULTS_START, RESULTS_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 
-#: (label, jobs, concurrency, todos): the workloads of ../shared/bench/README.md
-WORKLOADS = [
-    ("300 jobs x 20 todos, 16 clients", 300, 16, 20),
-    ("100 jobs x 1,000 todos, 8 clients", 100, 8, 1000),
-    ("5 jobs x 10,000 todos, 1 client", 5, 1, 10_000),
-]
+
+@dataclass
+class Row:
+    """One line of the table: a workload, a metric, both figures, the target."""
+
+    key: str
+    workload: str
+    metric: str
+    seed: float | None
+    ours: float | None
+    #: "ratio>=3", "ratio<=0.4" (ours / seed), or "abs<=1000" (ours alone)
+    target: str
+
+    @property
+    def ratio(self) -> float | None:
+        if self.seed is None or self.ours is None or self.seed == 0:
+            return None
+        return self.ours / self.seed
+
+    @property
+    def met(self) -> bool | None:
+        match = re.fullmatch(r"(ratio|abs)(<=|>=)([\d.]+)", self.target)
+        if not match:
+            return None
+        kind, op, bound_s = match.groups()
+        value = self.ratio if kind == "ratio" else self.ours
+        if value is None:
+            return False
+        bound = float(bound_s)
+        return value >= bound if op == ">=" else value <= bound
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, object] = field(default_factory=dict)
+
+    def add(self, *row_args: object) -> None:
+        row = Row(*row_args)  # type: ignore[arg-type]
+        self.rows.append(row)
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        print(
+            f"  {row.key} {row.metric}: seed {fmt(row.seed)}, ours {fmt(row.ours)} ({ratio})",
+            flush=True,
+        )
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def psql(database: str, sql: str) -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qAtc", sql],  # noqa: S607
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -56,23 +127,31 @@ def start_seed() -> list[int]:
     out = subprocess.run(
         [str(SHARED_BENCH / "start-seed-anchor.sh")], check=True, capture_output=True, text=True
     ).stdout
-    print(out.strip().splitlines()[-1], flush=True)
+    print("  " + out.strip().splitlines()[-1], flush=True)
     return [int(pid) for pid in re.findall(r"^(?:gunicorn|celery) (\d+)$", out, re.M)]
 
 
-def start_ours(api_workers: int, processes: int, threads: int) -> list[subprocess.Popen[bytes]]:
-    env = {
+def ours_env(args: argparse.Namespace) -> dict[str, str]:
+    return {
         **os.environ,
-        "DATABASE_URL": BENCH_DB,
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{OURS_DB}",
         "BROKER_URL": "redis://127.0.0.1:6379/2",
         "BROKER_NAMESPACE": "taskoverflow-bench",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": args.log_level,
         "LOG_FORMAT": "json",
-        "DRAMATIQ_THREADS": str(threads),
-        "dramatiq_worker_timeout": "100",
+        "WORKER_PROCESSES": str(args.processes),
+        "DRAMATIQ_THREADS": str(args.threads),
     }
+
+
+def start_ours(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    env = ours_env(args)
     subprocess.run(
-        [str(BIN / "python"), "ops/dev/create_database.py"], cwd=ROOT, env=env, check=True
+        [str(BIN / "python"), "ops/dev/create_database.py"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
         [str(BIN / "alembic"), "upgrade", "head"],
@@ -82,48 +161,87 @@ def start_ours(api_workers: int, processes: int, threads: int) -> list[subproces
         capture_output=True,
     )
     logs = open(os.devnull, "wb")  # noqa: SIM115 (lives as long as the processes)
-    procs = [
-        subprocess.Popen(
-            [
-                str(BIN / "uvicorn"),
-                "--factory",
-                "api.app:create_app_from_env",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(OURS_PORT),
-                "--workers",
-                str(api_workers),
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=logs,
-            start_new_session=True,
-        ),
-        subprocess.Popen(
-            [
-                str(BIN / "dramatiq"),
-                "workers.main",
-                "-p",
-                str(processes),
-                "-t",
-                str(threads),
-                "--skip-logging",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=logs,
-            start_new_session=True,
-        ),
+    api = [
+        str(BIN / "uvicorn"),
+        "--factory",
+        "api.app:create_app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "6402",
+        "--workers",
+        str(args.api_workers),
+        "--no-access-log",
     ]
-    wait_http(f"http://127.0.0.1:{OURS_PORT}/api/v1/health")
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs, stderr=logs, start_new_session=True)
+        for cmd in (api, [str(BIN / "python"), "-m", "workers"])
+    ]
+    wait_http(f"{OURS}/api/v1/health")
+    time.sleep(2)  # let the workers boot (they log nothing we could wait for at INFO)
     return procs
 
 
-def run_workload(base: str, jobs: int, concurrency: int, todos: int) -> dict[str, float]:
+def stop(ours: list[subprocess.Popen[bytes]], seed_pids: list[int]) -> None:
+    # SIGTERM to each main process only (dramatiq forwards it to its workers; a worker that
+    # also got one from us would take the second as "kill now"), then the group if needed.
+    for proc in ours:
+        proc.terminate()
+    for proc in ours:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for pid in seed_pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+
+
+def peak_rss_mib(pattern: str) -> float | None:
+    """The largest peak RSS (VmHWM) among live processes whose command line matches."""
+    peaks = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if re.search(pattern, cmdline):
+            match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+            if match:
+                peaks.append(int(match.group(1)) / 1024)
+    return max(peaks) if peaks else None
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def reset(database: str, *, jobs: bool) -> None:
+    psql(database, "TRUNCATE todos" + (", jobs" if jobs else "") + " RESTART IDENTITY")
+
+
+_FILL = (
+    "INSERT INTO todos (title, description, completed, deadline_at, created_at, updated_at) "
+    "SELECT 'Todo ' || i, 'benchmark todo ' || i, false, "
+    "make_timestamp(2027, 1 + i % 9, 10 + i % 10, 9, 30, 0), "
+    "now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc' "
+    "FROM generate_series(:first, :last) AS i"
+)
+
+
+def fill_todos(database: str, count: int) -> None:
+    """Top the todos table up to ``count`` rows in SQL, shaped like jobs_e2e.py's own (which
+    would take minutes through the seed's API for 100,000)."""
+    have = int(psql(database, "SELECT count(*) FROM todos"))
+    if have >= count:
+        return
+    psql(database, _FILL.replace(":first", str(int(have))).replace(":last", str(count - 1)))
+
+
+# --- clients -------------------------------------------------------------------------------
+
+
+def jobs_e2e(base: str, jobs: int, concurrency: int, todos: int) -> dict[str, float] | None:
     out = subprocess.run(
         [
             str(BIN / "python"),
@@ -139,62 +257,283 @@ def run_workload(base: str, jobs: int, concurrency: int, todos: int) -> dict[str
         capture_output=True,
         text=True,
         timeout=1800,
+        check=False,
     )
     if out.returncode != 0:
-        return {"error": 1.0, "jobs_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0}
+        print(f"  ! jobs_e2e failed against {base}: {out.stderr.strip()[-300:]}", flush=True)
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="only the first workload")
-    parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
-    args = parser.parse_args()
+def api_rps(base: str, seconds: int) -> dict[str, dict[str, Any]]:
+    out = subprocess.run(
+        [str(SHARED_BENCH / "api_rps.sh"), base, str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env={**os.environ, "PYTHON": str(BIN / "python")},
+    ).stdout
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    by_kind = {}
+    for line in lines:
+        path = str(line["path"])
+        kind = "health" if path.endswith("/health") else "list" if path.endswith("/todos") else "id"
+        by_kind[kind] = line
+    return by_kind
 
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
-    )
-    print(
-        f"ours: uvicorn x{args.api_workers}, dramatiq -p {args.processes} -t {args.threads}; "
-        "seed: gunicorn -w 3, celery --concurrency 2",
-        flush=True,
-    )
-    seed_pids = start_seed()
-    ours = start_ours(args.api_workers, args.processes, args.threads)
-    rows = []
-    try:
-        for label, jobs, concurrency, todos in WORKLOADS[:1] if args.quick else WORKLOADS:
-            seed = run_workload(SEED_URL, jobs, concurrency, todos)
-            mine = run_workload(f"http://127.0.0.1:{OURS_PORT}", jobs, concurrency, todos)
-            rows.append((label, seed, mine))
-            print(f"  done: {label}", flush=True)
-    finally:
-        # SIGTERM to each main process only (dramatiq forwards it to its workers; a worker that
-        # also got one from us would take the second as "kill now"), then the group if needed.
-        for proc in ours:
-            proc.terminate()
-        for proc in ours:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for pid in seed_pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
 
-    header = (
-        "| workload | seed jobs/s | ours jobs/s | ratio | seed p50 ms | ours p50 ms | p50 ratio |"
+def get(result: dict[str, float] | None, key: str) -> float | None:
+    return None if result is None else float(result[key])
+
+
+# --- workloads -----------------------------------------------------------------------------
+
+
+def p1(b: Bench) -> None:
+    seed, ours = jobs_e2e(SEED, 300, 16, 20), jobs_e2e(OURS, 300, 16, 20)
+    b.raw["P1"] = {"seed": seed, "ours": ours}
+    label = "300 jobs, 20-todo calendars, 16 clients"
+    b.add("P1", label, "jobs/s", get(seed, "jobs_per_s"), get(ours, "jobs_per_s"), "ratio>=3")
+    b.add("P1", label, "p50 ms", get(seed, "p50_ms"), get(ours, "p50_ms"), "ratio<=0.4")
+
+
+def p7(b: Bench) -> None:
+    """Each sample after >= IDLE seconds with no work; seed and ours alternate, so each is
+    idle while the other runs its sample."""
+    samples: dict[str, list[float]] = {"seed": [], "ours": []}
+    for base in (SEED, OURS):
+        jobs_e2e(base, 1, 1, 20)  # the todo count settles outside the timed samples
+    for _ in range(b.args.idle_samples):
+        time.sleep(b.args.idle_s)
+        for name, base in (("seed", SEED), ("ours", OURS)):
+            result = jobs_e2e(base, 1, 1, 20)
+            if result is not None:
+                samples[name].append(result["p50_ms"])
+    b.raw["P7"] = samples
+
+    def p95(values: list[float]) -> float | None:
+        if len(values) < 2:
+            return None
+        return statistics.quantiles(values, n=20, method="inclusive")[18]
+
+    label = f"one job after {b.args.idle_s:g} s idle ({b.args.idle_samples} samples)"
+    b.add("P7", label, "p95 ms", p95(samples["seed"]), p95(samples["ours"]), "abs<=150")
+    b.add(
+        "P7",
+        label,
+        "p50 ms",
+        statistics.median(samples["seed"] or [0]),
+        statistics.median(samples["ours"] or [0]),
+        "-",
     )
-    print("\n" + header + "\n|---|---|---|---|---|---|---|")
-    for label, seed, mine in rows:
-        ratio = mine["jobs_per_s"] / seed["jobs_per_s"] if seed["jobs_per_s"] else float("nan")
-        p50 = mine["p50_ms"] / seed["p50_ms"] if seed["p50_ms"] else float("nan")
-        print(
-            f"| {label} | {seed['jobs_per_s']} | {mine['jobs_per_s']} | {ratio:.2f}x | "
-            f"{seed['p50_ms']} | {mine['p50_ms']} | {p50:.2f}x |"
+
+
+def p5_p6(b: Bench) -> None:
+    seed, ours = api_rps(SEED, b.args.wrk_s), api_rps(OURS, b.args.wrk_s)
+    b.raw["P5/P6"] = {"seed": seed, "ours": ours}
+    for key, kind, label in (
+        ("P5", "id", "GET /api/v1/todos/{id}, wrk -t2 -c32"),
+        ("P6", "list", "GET /api/v1/todos (100 rows), wrk -t2 -c32"),
+        ("-", "health", "GET /api/v1/health, wrk -t2 -c32"),
+    ):
+        b.add(
+            key,
+            label,
+            "req/s",
+            float(seed[kind]["rps"]),
+            float(ours[kind]["rps"]),
+            "ratio>=2" if key != "-" else "-",
         )
+
+
+def p2(b: Bench) -> None:
+    seed, ours = jobs_e2e(SEED, 100, 8, 1000), jobs_e2e(OURS, 100, 8, 1000)
+    b.raw["P2"] = {"seed": seed, "ours": ours}
+    b.add(
+        "P2",
+        "100 jobs, 1,000-todo calendars, 8 clients",
+        "jobs/s",
+        get(seed, "jobs_per_s"),
+        get(ours, "jobs_per_s"),
+        "ratio>=10",
+    )
+
+
+def p3(b: Bench) -> None:
+    for database in (SEED_DB, OURS_DB):
+        fill_todos(database, 10_000)
+    seed, ours = jobs_e2e(SEED, 5, 1, 10_000), jobs_e2e(OURS, 5, 1, 10_000)
+    b.raw["P3"] = {"seed": seed, "ours": ours}
+    b.add(
+        "P3",
+        "one 10,000-todo calendar, POST -> SUCCESS (median of 5)",
+        "ms",
+        get(seed, "p50_ms"),
+        get(ours, "p50_ms"),
+        "ratio<=0.1",
+    )
+
+
+def p4(b: Bench) -> None:
+    for database in (SEED_DB, OURS_DB):
+        fill_todos(database, 100_000)
+    seed, ours = jobs_e2e(SEED, 3, 1, 100_000), jobs_e2e(OURS, 3, 1, 100_000)
+    b.raw["P4"] = {"seed": seed, "ours": ours}
+    label = "one 100,000-todo calendar, POST -> SUCCESS (median of 3)"
+    b.add("P4", label, "ms", get(seed, "p50_ms"), get(ours, "p50_ms"), "abs<=1000")
+    # The worker processes ran every earlier (smaller) job too: their high-water mark is P4's.
+    b.add(
+        "P4",
+        "worker peak RSS (VmHWM, largest worker process)",
+        "MiB",
+        peak_rss_mib(r"celery .*worker"),
+        peak_rss_mib(r"dramatiq workers\.main"),
+        "abs<=200",
+    )
+
+
+WORKLOADS: dict[str, Callable[[Bench], None]] = {
+    "P1": p1,
+    "P7": p7,
+    "P5": p5_p6,
+    "P2": p2,
+    "P3": p3,
+    "P4": p4,
+}
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError):
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    pg = psql("postgres", "SHOW server_version")
+    redis = subprocess.run(
+        ["redis-server", "--version"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()[2:3]
+    return (
+        f"{platform.platform()}; {os.cpu_count()} x {cpu}{mem}; Python "
+        f"{platform.python_version()}; PostgreSQL {pg}; Redis {''.join(redis)[2:]}"
+    )
+
+
+def table(b: Bench) -> str:
+    lines = [
+        "| # | workload | metric | seed | ours | ours/seed | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in b.rows:
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        target = r.target.replace("ratio", "ours/seed ").replace("abs", "ours ")
+        met = {True: "yes", False: "**no**", None: ""}[r.met]
+        lines.append(
+            f"| {r.key} | {r.workload} | {r.metric} | {fmt(r.seed)} | {fmt(r.ours)} "
+            f"| {ratio} | {target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def report(b: Bench, started: str, took: float) -> str:
+    a = b.args
+    return "\n".join(
+        [
+            f"Run {started} UTC, {took / 60:.1f} min, `python ops/bench/compare.py"
+            f"{' --only ' + a.only if a.only else ''}`.",
+            "",
+            f"- machine: {machine()}",
+            f"- ours: uvicorn x{a.api_workers}; `python -m workers` with WORKER_PROCESSES="
+            f"{a.processes}, DRAMATIQ_THREADS={a.threads}; LOG_LEVEL={a.log_level} (JSON)",
+            "- seed: gunicorn -w 3 (sync), celery --concurrency 2 (prefork), Redis broker and "
+            "result backend",
+            "",
+            table(b),
+            "",
+            "<details><summary>raw client output</summary>",
+            "",
+            "```json",
+            json.dumps(b.raw, indent=1, default=str),
+            "```",
+            "</details>",
+        ]
+    )
+
+
+def record(text: str) -> None:
+    doc = DOCS.read_text()
+    start, end = doc.index(RESULTS_START) + len(RESULTS_START), doc.index(RESULTS_END)
+    DOCS.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
+    print(f"recorded in {DOCS.relative_to(ROOT)}")
+
+
+@contextlib.contextmanager
+def systems(args: argparse.Namespace) -> Iterator[None]:
+    seed_pids: list[int] = []
+    ours: list[subprocess.Popen[bytes]] = []
+    try:
+        seed_pids = start_seed()
+        ours = start_ours(args)
+        yield
+    finally:
+        stop(ours, seed_pids)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--only", default="", help="comma-separated: P1,P2,P3,P4,P5,P7 (P5 also measures P6)"
+    )
+    parser.add_argument("--quick", action="store_true", help="same as --only P1")
+    parser.add_argument(
+        "--record", action="store_true", help=f"write the results into {DOCS.relative_to(ROOT)}"
+    )
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--idle-samples", type=int, default=20)
+    parser.add_argument("--idle-s", type=float, default=5.0)
+    parser.add_argument("--wrk-s", type=int, default=8)
+    args = parser.parse_args()
+    if args.quick:
+        args.only = "P1"
+    chosen = [k.strip().upper() for k in args.only.split(",") if k.strip()] or list(WORKLOADS)
+    unknown = set(chosen) - set(WORKLOADS) - {"P6"}
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    if "P6" in chosen and "P5" not in chosen:
+        chosen.append("P5")
+    if ("P5" in chosen) and shutil.which("wrk") is None:
+        raise SystemExit(
+            "bench: P5/P6 need wrk (Debian: apt-get install wrk; `make bench` installs it)"
+        )
+
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    t0 = time.monotonic()
+    bench = Bench(args)
+    print(f"machine: {machine()}", flush=True)
+    with systems(args):
+        for database, jobs in ((SEED_DB, False), (OURS_DB, True)):
+            reset(database, jobs=jobs)
+        for key in [k for k in WORKLOADS if k in chosen]:
+            print(f"{key}…", flush=True)
+            WORKLOADS[key](bench)
+    text = report(bench, started, time.monotonic() - t0)
+    print("\n" + text)
+    if args.record:
+        record(text)
     return 0
 
 

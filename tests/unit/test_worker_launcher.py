@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.__main__ import dramatiq_argv
+from workers.__main__ import dramatiq_argv, dramatiq_environ
 
 
 def test_counts_and_shutdown_timeout_come_from_the_environment():
@@ -37,3 +37,13 @@ def test_bad_counts_are_refused(bad: str):
     """A count that is not a positive integer stops the launcher with its name."""
     with pytest.raises(SystemExit, match="WORKER_PROCESSES must be a positive integer"):
         dramatiq_argv({"WORKER_PROCESSES": bad})
+
+
+def test_dramatiq_runs_with_short_polling_and_two_malloc_arenas_unless_told_otherwise():
+    """The launcher's defaults (docs/BENCHMARKS.md P4, P7), never overriding a deployment's."""
+    argv = dramatiq_argv({"DRAMATIQ_THREADS": "3"})
+    env = dramatiq_environ({"DRAMATIQ_THREADS": "3"}, argv)
+    assert (env["dramatiq_worker_timeout"], env["MALLOC_ARENA_MAX"]) == ("50", "2")
+    told = dramatiq_environ({"MALLOC_ARENA_MAX": "4", "dramatiq_worker_timeout": "200"}, argv)
+    assert (told["dramatiq_worker_timeout"], told["MALLOC_ARENA_MAX"]) == ("200", "4")
+    assert told["DRAMATIQ_THREADS"] == "3"
