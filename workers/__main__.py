@@ -21,10 +21,14 @@ LAUNCHER_ENV = ("WORKER_PROCESSES", "DRAMATIQ_THREADS", "WORKER_SHUTDOWN_TIMEOUT
 #: long-polls instead (SQS_WAIT_TIME_S).
 DEFAULT_POLL_MS = "50"
 
-#: glibc makes up to 8 malloc arenas per core, one per thread that allocates at once: each of
-#: the 8 job threads then keeps its own freed memory. Two arenas cut the worker's peak RSS
-#: over three 100,000-todo calendars from 212 MiB to 175 MiB (docs/BENCHMARKS.md, P4).
-DEFAULT_MALLOC_ARENA_MAX = "2"
+#: glibc memory settings for a process that builds multi-MB strings on several threads
+#: (docs/BENCHMARKS.md, P4). Up to 8 malloc arenas per core, one per thread allocating at
+#: once, each keeping its own freed memory: two arenas took the peak RSS over three
+#: 100,000-todo calendars from 212 to 175 MiB. glibc also raises its mmap threshold after
+#: each large free, so later 16 MB results come from the heap and stay there: the peak
+#: then crept up job after job (249 MiB after 8 large calendars). A fixed 256 KiB threshold
+#: gives large buffers back on free: 166 MiB peak after 9, and 101 MiB resident between.
+MALLOC_DEFAULTS = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144"}
 
 
 def dramatiq_argv(environ: dict[str, str]) -> list[str]:
@@ -59,7 +63,8 @@ def dramatiq_environ(environ: dict[str, str], argv: list[str]) -> dict[str, str]
     environ = dict(environ)
     environ.setdefault("DRAMATIQ_THREADS", argv[argv.index("--threads") + 1])
     environ.setdefault("dramatiq_worker_timeout", DEFAULT_POLL_MS)
-    environ.setdefault("MALLOC_ARENA_MAX", DEFAULT_MALLOC_ARENA_MAX)
+    for name, value in MALLOC_DEFAULTS.items():
+        environ.setdefault(name, value)
     return environ
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import Connection, String, select
+from sqlalchemy import Connection, Select, String, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -14,8 +14,9 @@ from models import Todo
 from workers.ical import CalendarTodo, render_calendar
 from workers.lifecycle import ClaimedJob, Work
 
-#: Rows fetched per round trip from the server-side cursor: memory stays bounded by this.
-FETCH_BATCH = 2000
+#: Rows fetched per round trip from the server-side cursor: memory stays bounded by this
+#: (5,000 short rows are ~2 MB; 2,000 cost 30 more round trips on 100,000 todos).
+FETCH_BATCH = 5000
 
 
 class ical_utc(FunctionElement[str]):
@@ -54,18 +55,33 @@ _DATED = (
 )
 
 
+def _sql(conn: Connection, statement: Select[*tuple[Any, ...]]) -> str:
+    return str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
 @contextmanager
 def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
     """The dated todos of one snapshot, for the block; ``conn`` is in autocommit mode.
 
     Most calendars are small: one plain query (one round trip) answers them. Only when that
     first page is full are the todos streamed instead, through a server-side cursor, which
-    needs a transaction (six round trips, nothing for a 100,000-todo calendar) and keeps the
-    worker's memory bounded by FETCH_BATCH rows. The first page is then read again: a
+    needs a transaction (a few round trips, nothing for a 100,000-todo calendar) and keeps
+    the worker's memory bounded by FETCH_BATCH rows. The first page is then read again: a
     cursor's single statement is what gives one consistent snapshot.
+
+    On psycopg2 the rows come straight from its cursors, as tuples: SQLAlchemy's result layer
+    added ~0.1 s to a 100,000-todo read (profiled), and rows need no processing here (the
+    database already formatted the timestamps). Other databases go through SQLAlchemy.
     """
-    first = conn.execute(_DATED.limit(FETCH_BATCH + 1)).all()
-    conn.commit()  # autocommit: ends SQLAlchemy's own bookkeeping only
+    direct = conn.dialect.driver == "psycopg2"
+    first_page = _DATED.limit(FETCH_BATCH + 1)
+    if direct:
+        with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(_sql(conn, first_page))
+            first: Sequence[Any] = cursor.fetchall()
+    else:
+        first = conn.execute(first_page).all()
+        conn.commit()  # autocommit: ends SQLAlchemy's own bookkeeping only
     if len(first) <= FETCH_BATCH:
         # Rows unpack like CalendarTodo (same columns, same order): no per-row wrapping.
         yield cast("list[CalendarTodo]", first)
@@ -74,8 +90,15 @@ def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
     conn.execution_options(isolation_level="READ COMMITTED")
     try:
         with conn.begin():
-            rows = conn.execute(_DATED.execution_options(yield_per=FETCH_BATCH))
-            yield cast("Iterable[CalendarTodo]", rows)
+            if direct:
+                dbapi = conn.connection.dbapi_connection
+                with dbapi.cursor(name="dated_todos") as cursor:  # type: ignore[union-attr]
+                    cursor.itersize = FETCH_BATCH
+                    cursor.execute(_sql(conn, _DATED))
+                    yield cast("Iterable[CalendarTodo]", cursor)
+            else:
+                rows = conn.execute(_DATED.execution_options(yield_per=FETCH_BATCH))
+                yield cast("Iterable[CalendarTodo]", rows)
     finally:
         conn.execution_options(isolation_level="AUTOCOMMIT")
 

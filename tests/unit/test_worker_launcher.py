@@ -39,11 +39,12 @@ def test_bad_counts_are_refused(bad: str):
         dramatiq_argv({"WORKER_PROCESSES": bad})
 
 
-def test_dramatiq_runs_with_short_polling_and_two_malloc_arenas_unless_told_otherwise():
+def test_dramatiq_runs_with_short_polling_and_lean_malloc_unless_told_otherwise():
     """The launcher's defaults (docs/BENCHMARKS.md P4, P7), never overriding a deployment's."""
     argv = dramatiq_argv({"DRAMATIQ_THREADS": "3"})
     env = dramatiq_environ({"DRAMATIQ_THREADS": "3"}, argv)
     assert (env["dramatiq_worker_timeout"], env["MALLOC_ARENA_MAX"]) == ("50", "2")
+    assert env["MALLOC_MMAP_THRESHOLD_"] == "262144"
     told = dramatiq_environ({"MALLOC_ARENA_MAX": "4", "dramatiq_worker_timeout": "200"}, argv)
     assert (told["dramatiq_worker_timeout"], told["MALLOC_ARENA_MAX"]) == ("200", "4")
     assert told["DRAMATIQ_THREADS"] == "3"
