@@ -100,7 +100,9 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work) -> str:
             log.info("job skipped", reason=f"already {status}")
             return "skipped-finished"
         job = ClaimedJob(job_id, claimed.kind, claimed.attempts)
-        log.info("job started", kind=job.kind, attempts=job.attempts)
+        # Debug only: "job finished" carries the same fields and the outcome, and one line per
+        # job halves the worker's logging cost (py-spy: 9 % of its CPU on small calendars).
+        log.debug("job started", kind=job.kind, attempts=job.attempts)
 
         started = time.perf_counter()
         try:
