@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
+from litestar.openapi.spec import OpenAPIType, Schema
+
+#: The course's timestamp format: ISO 8601 without an offset, meaning UTC.
+_NAIVE_UTC = Schema(
+    type=OpenAPIType.STRING,
+    pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$",
+    description='UTC, ISO 8601 without an offset: "2023-02-27T00:00:00"',
+)
+
+# Documented as the strings they are: OpenAPI's "date-time" format requires an offset, which
+# the course's format has never had. (msgspec writes naive datetimes exactly so.)
+NaiveUTC = Annotated[
+    datetime,
+    msgspec.Meta(extra_json_schema={"extra": {"format": None, "pattern": _NAIVE_UTC.pattern}}),
+]
+NaiveUTCOrNull = Annotated[
+    datetime | None,
+    msgspec.Meta(
+        extra_json_schema={"extra": {"one_of": [_NAIVE_UTC, Schema(type=OpenAPIType.NULL)]}}
+    ),
+]
 
 
 class TodoOut(msgspec.Struct):
@@ -16,9 +38,9 @@ class TodoOut(msgspec.Struct):
     title: str
     description: str | None
     completed: bool
-    deadline_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    deadline_at: NaiveUTCOrNull
+    created_at: NaiveUTC
+    updated_at: NaiveUTC
 
 
 class Health(msgspec.Struct):

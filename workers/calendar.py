@@ -97,7 +97,9 @@ def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
         yield cast("list[CalendarTodo]", first)
         return
     del first
-    conn.execution_options(isolation_level="READ COMMITTED")
+    # A transaction for the cursor, at the database's usual level (READ COMMITTED on
+    # Postgres: one statement, one snapshot).
+    conn.execution_options(isolation_level=conn.dialect.default_isolation_level)
     try:
         with conn.begin():
             if direct:

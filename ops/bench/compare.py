@@ -290,9 +290,16 @@ def get(result: dict[str, float] | None, key: str) -> float | None:
 # --- workloads -----------------------------------------------------------------------------
 
 
+def both(b: Bench, key: str, jobs: int, concurrency: int, todos: int) -> tuple[Any, Any]:
+    """The same jobs_e2e workload against the seed, then ours; kept in the raw output."""
+    seed = jobs_e2e(SEED, jobs, concurrency, todos)
+    ours = jobs_e2e(OURS, jobs, concurrency, todos)
+    b.raw[key] = {"seed": seed, "ours": ours}
+    return seed, ours
+
+
 def p1(b: Bench) -> None:
-    seed, ours = jobs_e2e(SEED, 300, 16, 20), jobs_e2e(OURS, 300, 16, 20)
-    b.raw["P1"] = {"seed": seed, "ours": ours}
+    seed, ours = both(b, "P1", 300, 16, 20)
     label = "300 jobs, 20-todo calendars, 16 clients"
     b.add("P1", label, "jobs/s", get(seed, "jobs_per_s"), get(ours, "jobs_per_s"), "ratio>=3")
     b.add("P1", label, "p50 ms", get(seed, "p50_ms"), get(ours, "p50_ms"), "ratio<=0.4")
@@ -348,38 +355,23 @@ def p5_p6(b: Bench) -> None:
 
 
 def p2(b: Bench) -> None:
-    seed, ours = jobs_e2e(SEED, 100, 8, 1000), jobs_e2e(OURS, 100, 8, 1000)
-    b.raw["P2"] = {"seed": seed, "ours": ours}
-    b.add(
-        "P2",
-        "100 jobs, 1,000-todo calendars, 8 clients",
-        "jobs/s",
-        get(seed, "jobs_per_s"),
-        get(ours, "jobs_per_s"),
-        "ratio>=10",
-    )
+    seed, ours = both(b, "P2", 100, 8, 1000)
+    label = "100 jobs, 1,000-todo calendars, 8 clients"
+    b.add("P2", label, "jobs/s", get(seed, "jobs_per_s"), get(ours, "jobs_per_s"), "ratio>=10")
 
 
 def p3(b: Bench) -> None:
     for database in (SEED_DB, OURS_DB):
         fill_todos(database, 10_000)
-    seed, ours = jobs_e2e(SEED, 5, 1, 10_000), jobs_e2e(OURS, 5, 1, 10_000)
-    b.raw["P3"] = {"seed": seed, "ours": ours}
-    b.add(
-        "P3",
-        "one 10,000-todo calendar, POST -> SUCCESS (median of 5)",
-        "ms",
-        get(seed, "p50_ms"),
-        get(ours, "p50_ms"),
-        "ratio<=0.1",
-    )
+    seed, ours = both(b, "P3", 5, 1, 10_000)
+    label = "one 10,000-todo calendar, POST -> SUCCESS (median of 5)"
+    b.add("P3", label, "ms", get(seed, "p50_ms"), get(ours, "p50_ms"), "ratio<=0.1")
 
 
 def p4(b: Bench) -> None:
     for database in (SEED_DB, OURS_DB):
         fill_todos(database, 100_000)
-    seed, ours = jobs_e2e(SEED, 3, 1, 100_000), jobs_e2e(OURS, 3, 1, 100_000)
-    b.raw["P4"] = {"seed": seed, "ours": ours}
+    seed, ours = both(b, "P4", 3, 1, 100_000)
     label = "one 100,000-todo calendar, POST -> SUCCESS (median of 3)"
     b.add("P4", label, "ms", get(seed, "p50_ms"), get(ours, "p50_ms"), "abs<=1000")
     # The worker processes ran every earlier (smaller) job too: their high-water mark is P4's.

@@ -69,7 +69,8 @@ def test_a_dead_owner_releases_the_job_at_once(engine: Engine):
     assert run_job(engine, job_id, render) == "skipped-running"
     pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
     with engine.connect() as admin:  # what a SIGKILLed worker's socket closing does
-        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # The timeout makes it wait for the backend to be gone (and its lock with it).
+        admin.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
     holder.invalidate()
     assert run_job(engine, job_id, render) == "success"
     assert job_row(engine, job_id).attempts == 2
@@ -91,7 +92,7 @@ def test_a_job_survives_a_database_restart_under_its_pooled_connection(settings:
             pid = probe.execute(text("SELECT pg_backend_pid()")).scalar()
         psycopg_admin = create_db_engine(settings.database, application_name="tests-admin")
         with psycopg_admin.connect() as admin:
-            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
         psycopg_admin.dispose()
         assert run_job(engine, second, render) == "success"
         assert job_row(engine, second).result.count("BEGIN:VEVENT") == 3
