@@ -61,8 +61,9 @@ def create_api_engine(settings: DatabaseSettings, *, application_name: str) -> A
             # No overflow: the pool is the API process's share of the database's connections.
             max_overflow=0,
             pool_timeout=settings.connect_timeout_s,
-            # No pre-ping (it doubles the round trips of every request): a connection found
-            # dead when used is thrown away and the statement retried (Database._run).
+            # No pre-ping (it doubles the round trips of every request): a connection the
+            # server closed is seen closed at checkout and skipped, and a read that breaks
+            # mid-statement is retried (Database._run).
             connect_args={
                 "timeout": settings.connect_timeout_s,
                 # The server ends a long statement; the client gives up a little later in case
@@ -131,7 +132,8 @@ class Database:
     async def execute(self, query: Query, **params: Any) -> Row | None:
         """A write; its own transaction. Returns the first RETURNING row, if any.
 
-        Never retried: a connection that breaks mid-write may or may not have committed it.
+        Retried only on a connection already closed before anything was sent: one that
+        breaks mid-write may or may not have committed it (503 then).
         """
         rows = await self._run(query, params, one=True, write=True)
         return rows[0] if rows else None
@@ -152,6 +154,13 @@ class Database:
                 # out, pool exhausted, connections not allowed): say so, never a 500.
                 raise DatabaseUnavailable(_first_line(exc)) from exc
             connection: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
+            if _is_dead(connection):
+                # The server closed it while it sat in the pool (a restart, a failover,
+                # pg_terminate_backend): the event loop has already seen the socket close.
+                # Nothing was sent, so any statement, write or read, may take the next one.
+                pooled.invalidate()
+                pooled.close()
+                continue
             try:
                 if one:
                     row = await connection.fetchrow(query.sql, *args)
@@ -168,4 +177,4 @@ class Database:
                     raise DatabaseUnavailable(_first_line(exc)) from exc
             finally:
                 pooled.close()
-        raise AssertionError("unreachable")
+        raise DatabaseUnavailable("no live database connection after trying every pooled one")
