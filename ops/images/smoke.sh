@@ -52,7 +52,8 @@ say "start the API and two workers"
   taskoverflow-api:smoke >/dev/null 2> >(quiet_systemd)
 for i in 1 2; do
   "${podman[@]}" run -d --name "to-smoke-worker-$i" --network host "${env_args[@]}" \
-    -e DRAMATIQ_THREADS=2 -e WORKER_SHUTDOWN_TIMEOUT_MS=20000 taskoverflow-worker:smoke \
+    -e DRAMATIQ_THREADS=2 -e WORKER_SHUTDOWN_TIMEOUT_MS=20000 -e LOG_LEVEL=DEBUG \
+    taskoverflow-worker:smoke \
     >/dev/null 2> >(quiet_systemd)
 done
 for _ in $(seq 60); do curl -fs "$API/api/v1/health" >/dev/null && break; sleep 0.5; done
@@ -93,11 +94,11 @@ echo "job $job_id: SUCCESS, calendar served"
 say "SIGTERM to the worker busy with a big job"
 psql_ "INSERT INTO todos (title, completed, deadline_at, created_at, updated_at)
        SELECT 'Todo ' || i, false, now() + i * interval '1 minute', now(), now()
-       FROM generate_series(1, 300000) AS i"
+       FROM generate_series(1, 600000) AS i"
 task_url=$(curl -fs -X POST "$API/api/v1/todos/ical" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_url"])')
 job_id=${task_url%/status}; job_id=${job_id##*/}
 wait_status "$job_id" STARTED SUCCESS >/dev/null
-busy=""
+busy=""  # the workers run at LOG_LEVEL=DEBUG here: "job started" is a DEBUG line
 for _ in $(seq 50); do
   for i in 1 2; do
     "${podman[@]}" logs "to-smoke-worker-$i" 2>&1 | grep '"job started"' | grep -q "$job_id" && busy="to-smoke-worker-$i"
@@ -113,6 +114,8 @@ echo "$busy stopped in $took s with exit code $code"
 [ "$code" = 0 ] || fail "$busy exited $code (137 = killed after the stop timeout)"
 python3 -c "import sys; sys.exit(0 if $took < 30 else 1)" || fail "stop took $took s"
 [ "$(wait_status "$job_id" SUCCESS FAILURE)" = SUCCESS ] || fail "handed-back job $job_id failed"
-echo "job $job_id: SUCCESS after the SIGTERM (attempts: $(psql_ "SELECT attempts FROM jobs WHERE id = '$job_id'"))"
+attempts=$(psql_ "SELECT attempts FROM jobs WHERE id = '$job_id'")
+echo "job $job_id: SUCCESS after the SIGTERM (attempts: $attempts)"
+[ "$attempts" = 2 ] || fail "the job was not handed back mid-run (attempts: $attempts)"
 
 say "images-smoke passed"
