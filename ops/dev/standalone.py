@@ -93,7 +93,13 @@ def main() -> None:
                 access_log=False,
             )
         )
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            # uvicorn has already shut down gracefully; it re-raises Ctrl-C only so that the
+            # default handler can end the process. Ctrl-C is how `make run` is stopped: no
+            # traceback for it.
+            log.info("TaskOverflow stopped")
     finally:
         worker.stop()
         broker.close()

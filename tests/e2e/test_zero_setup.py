@@ -107,7 +107,9 @@ def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Pat
         result = httpx.get(status["result_url"], timeout=30).text
         assert result.count("BEGIN:VEVENT") == 200_001
     finally:
-        second.stop()
+        stopped = second.stop(signal.SIGINT)  # Ctrl-C, how `make run` is stopped
+    assert stopped == 0, second.log()
+    assert "Traceback" not in second.log()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
         "taskoverflow.sqlite3"
     ]
