@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import event
+import sqlalchemy.exc
+from sqlalchemy import event, make_url
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import ClauseElement, Executable
@@ -40,21 +41,21 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached, or the connection broke mid-statement (503)."""
 
 
+#: The API's async driver for each database the project runs on.
+_ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
+
+
 def async_database_url(url: str) -> str:
-    """The URL of the API's async driver for a normalised DATABASE_URL."""
-    for sync, async_ in (
-        ("postgresql+psycopg2://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
-        if url.startswith(sync):
-            return async_ + url[len(sync) :]
-    return url
+    """DATABASE_URL with the API's async driver (any sync driver named in it is replaced)."""
+    parsed = make_url(url)
+    driver = _ASYNC_DRIVERS.get(parsed.get_backend_name(), parsed.drivername)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
 def create_api_engine(settings: DatabaseSettings, *, application_name: str) -> AsyncEngine:
     """The API's async engine: bounded connect, checkout and statement times."""
     url = async_database_url(settings.url)
-    if url.startswith("postgresql+asyncpg"):
+    if url.startswith(_ASYNC_DRIVERS["postgresql"]):
         return create_async_engine(
             url,
             pool_size=settings.pool_size,
@@ -103,10 +104,6 @@ class Query:
         ]
 
 
-def _is_dead(connection: asyncpg.Connection) -> bool:
-    return connection.is_closed()
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -142,9 +139,16 @@ class Database:
         self, query: Query, params: dict[str, Any], *, one: bool, write: bool = False
     ) -> list[Row]:
         if not self._direct:
-            async with self.engine.begin() as conn:
-                result = await conn.execute(query.statement, params)
-                return list(result.all()) if result.returns_rows else []
+            try:
+                async with self.engine.begin() as conn:
+                    result = await conn.execute(query.statement, params)
+                    return list(result.all()) if result.returns_rows else []
+            except sqlalchemy.exc.TimeoutError as exc:  # pool exhausted
+                raise DatabaseUnavailable(_first_line(exc)) from exc
+            except sqlalchemy.exc.DBAPIError as exc:
+                if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.OperationalError):
+                    raise DatabaseUnavailable(_first_line(exc)) from exc
+                raise
         args = query.args(params)
         for attempt in range(1, self._attempts + 1):
             try:
@@ -154,7 +158,7 @@ class Database:
                 # out, pool exhausted, connections not allowed): say so, never a 500.
                 raise DatabaseUnavailable(_first_line(exc)) from exc
             connection: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
-            if _is_dead(connection):
+            if connection.is_closed():
                 # The server closed it while it sat in the pool (a restart, a failover,
                 # pg_terminate_backend): the event loop has already seen the socket close.
                 # Nothing was sent, so any statement, write or read, may take the next one.
@@ -170,7 +174,7 @@ class Database:
                 # statement_timeout (server) or command_timeout (client): too slow to answer.
                 raise DatabaseUnavailable(_first_line(exc)) from exc
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                if not _is_dead(connection):
+                if not connection.is_closed():
                     raise  # a real error in the statement: not ours to hide
                 pooled.invalidate(exc)
                 if write or attempt == self._attempts:

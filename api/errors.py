@@ -6,7 +6,6 @@ translated here so validation, routing and size-limit errors look the same as ou
 
 from __future__ import annotations
 
-import sqlalchemy.exc
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -50,21 +49,15 @@ def _http_exception(_: Request, exc: HTTPException) -> Response[dict[str, str]]:
     return error_response(exc.status_code, message, exc.headers)
 
 
-def _database_unavailable(_: Request, exc: Exception) -> Response[dict[str, str]]:
+def _database_unavailable(_: Request, exc: DatabaseUnavailable) -> Response[dict[str, str]]:
     # Connection failures and pool exhaustion are the database being unavailable, not a bug
-    # of ours: say so, and let clients retry.
-    log.warning("database unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
+    # of ours (api.database decides which errors are): say so, and let clients retry.
+    log.warning("database unavailable", error=str(exc))
     return error_response(
         HTTP_503_SERVICE_UNAVAILABLE,
         "database unavailable, try again shortly",
         {"Retry-After": "5"},
     )
-
-
-def _database_error(request: Request, exc: sqlalchemy.exc.DBAPIError) -> Response[dict[str, str]]:
-    if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.OperationalError):
-        return _database_unavailable(request, exc)
-    return _unhandled(request, exc)
 
 
 def _unhandled(request: Request, exc: Exception) -> Response[dict[str, str]]:
@@ -75,8 +68,6 @@ def _unhandled(request: Request, exc: Exception) -> Response[dict[str, str]]:
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_exception,
-    sqlalchemy.exc.DBAPIError: _database_error,
-    sqlalchemy.exc.TimeoutError: _database_unavailable,
     DatabaseUnavailable: _database_unavailable,
     Exception: _unhandled,
 }

@@ -29,13 +29,14 @@ TODO_BY_ID = Query(select(*TODO_COLUMNS).where(Todo.id == bindparam("id")))
 
 DELETE_TODO = Query(delete(Todo).where(Todo.id == bindparam("id")).returning(*TODO_COLUMNS))
 
+#: Fields the body leaves out take these values (the contract's defaults for a new todo).
 INSERT_TODO = Query(
     insert(Todo)
     .values(
         title=bindparam("title"),
-        description=bindparam("description"),
-        completed=bindparam("completed"),
-        deadline_at=bindparam("deadline_at"),
+        description=bindparam("description", None),
+        completed=bindparam("completed", False),
+        deadline_at=bindparam("deadline_at", None),
         created_at=bindparam("now"),
         updated_at=bindparam("now"),
     )
@@ -44,12 +45,13 @@ INSERT_TODO = Query(
 
 
 @cache
-def todo_list(*, completed: bool, due_by: bool) -> Query:
-    """Newest first, optionally only ``completed`` = :completed and/or due by :due_by."""
+def todo_list(filters: frozenset[str]) -> Query:
+    """Newest first; with "completed" in ``filters`` only completed = :completed, with
+    "due_by" only todos due by :due_by (the parameter of each filter's name)."""
     stmt = select(*TODO_COLUMNS).order_by(Todo.created_at.desc(), Todo.id.desc())
-    if completed:
+    if "completed" in filters:
         stmt = stmt.where(Todo.completed == bindparam("completed"))
-    if due_by:
+    if "due_by" in filters:
         stmt = stmt.where(Todo.deadline_at <= bindparam("due_by"))
     return Query(stmt)
 

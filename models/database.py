@@ -1,9 +1,9 @@
-"""Engine and session factory. Each process builds its own engine (never share one across fork)."""
+"""Sync engines (workers, migrations, tools). Each process builds its own (never share one
+across fork); the API's async engine is in api/database.py."""
 
 from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
 
 from models.settings import DatabaseSettings
 
@@ -55,8 +55,3 @@ def sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untype
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
-
-
-def create_session_factory(engine: Engine) -> sessionmaker[Session]:
-    # expire_on_commit=False: objects stay readable after the commit that ends a request.
-    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -88,7 +88,7 @@ class DatabaseSettings(_FromEnv):
     )
     pool_size: int = env(
         "DB_POOL_SIZE",
-        "connections per process; the API sizes its handler thread pool to match",
+        "connections per process; the API sizes its broker-send thread pool to match",
         10,
     )
     statement_timeout_ms: int = env(

@@ -65,13 +65,12 @@ class TodoController(Controller):
     ) -> list[TodoOut]:
         only_completed = parse_completed_filter(completed)
         horizon = parse_window(window)
-        query = queries.todo_list(completed=only_completed is not None, due_by=horizon is not None)
         params: dict[str, Any] = {}
         if only_completed is not None:
             params["completed"] = only_completed
         if horizon is not None:
             params["due_by"] = utcnow() + horizon
-        rows = await state.resources.db.fetch_all(query, **params)
+        rows = await state.resources.db.fetch_all(queries.todo_list(frozenset(params)), **params)
         return [TodoOut(*row) for row in rows]
 
     @get("/{todo_id:int}", summary="Read one todo", responses=errors(404, 503))
@@ -96,11 +95,7 @@ class TodoController(Controller):
     )
     async def create_todo(self, state: State, request: Request) -> TodoOut:
         values = parse_todo_fields(decode_object(await request.body()), creating=True)
-        row = await state.resources.db.execute(
-            queries.INSERT_TODO,
-            **{"description": None, "completed": False, "deadline_at": None, **values},
-            now=utcnow(),
-        )
+        row = await state.resources.db.execute(queries.INSERT_TODO, **values, now=utcnow())
         if row is None:  # INSERT ... RETURNING always returns the row
             raise RuntimeError("insert returned no row")
         return TodoOut(*row)

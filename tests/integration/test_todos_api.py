@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, text
+
+from api.app import create_app
+from models.settings import Settings
 
 API = "/api/v1/todos"
 
@@ -262,3 +266,14 @@ def test_reads_and_writes_right_after_the_database_drops_every_connection(
     assert client.post("/api/v1/todos", json={"title": "after"}).status_code == 201
     assert client.get(f"/api/v1/todos/{first['id']}").json()["title"] == "before"
     assert [todo["title"] for todo in client.get("/api/v1/todos").json()] == ["after", "before"]
+
+
+def test_a_sqlite_database_that_cannot_be_opened_is_503(tmp_path: Path):
+    """The zero-setup run's path (SQLAlchemy, not asyncpg) also answers 503, not 500."""
+    settings = Settings.from_env(
+        {"DATABASE_URL": f"sqlite:///{tmp_path}/missing-dir/db.sqlite3", "BROKER_URL": "memory://"}
+    )
+    with TestClient(create_app(settings)) as sqlite_client:
+        response = sqlite_client.get("/api/v1/todos")
+    assert response.status_code == 503
+    assert response.json() == {"error": "database unavailable, try again shortly"}

@@ -17,6 +17,16 @@ def test_postgresql_urls_are_pointed_at_psycopg2():
     assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
+def test_the_api_gets_the_async_driver_of_each_database():
+    """The API's engine: asyncpg for Postgres, aiosqlite for SQLite, the rest of the URL kept."""
+    from api.database import async_database_url
+
+    assert async_database_url("postgresql+psycopg2://u:p%40ss@h:5432/db") == (
+        "postgresql+asyncpg://u:p%40ss@h:5432/db"
+    )
+    assert async_database_url("sqlite:////tmp/x.sqlite3") == "sqlite+aiosqlite:////tmp/x.sqlite3"
+
+
 def test_defaults_are_explicit_production_values():
     """Unset optional variables take our defaults, not the libraries'."""
     settings = Settings.from_env(BASE)
