@@ -3,7 +3,11 @@ across fork); the API's async engine is in api/database.py."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 
 from models.settings import DatabaseSettings
 
@@ -18,7 +22,7 @@ def create_db_engine(
     """An engine with bounded waits everywhere: connect, checkout and every statement.
 
     ``pre_ping=False`` is for callers that cope with a connection found dead on first use
-    (the worker's job runner retries its first statement) and would rather not pay a round
+    (``connect_autocommit`` retries the first statement) and would rather not pay a round
     trip per checkout.
     """
     size = pool_size or settings.pool_size
@@ -29,8 +33,8 @@ def create_db_engine(
             # No overflow: the pool is the concurrency limit, sized to the threads using it.
             max_overflow=0,
             pool_timeout=settings.connect_timeout_s,
-            # A connection killed server-side (restart, pg_terminate_backend, failover) is
-            # detected at checkout instead of failing the request that draws it.
+            # With pre-ping, a connection killed server-side (restart, pg_terminate_backend,
+            # failover) is detected at checkout instead of failing the statement that draws it.
             pool_pre_ping=pre_ping,
             connect_args={
                 "connect_timeout": settings.connect_timeout_s,
@@ -47,6 +51,29 @@ def create_db_engine(
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_pragmas)
     return engine
+
+
+T = TypeVar("T")
+
+
+def connect_autocommit(engine: Engine, first: Callable[[Connection], T]) -> tuple[Connection, T]:
+    """An autocommit connection (each statement its own transaction) and what its first
+    statement, ``first(conn)``, returned. The caller closes the connection.
+
+    For engines without pre-ping: a connection that died in the pool fails that first
+    statement, SQLAlchemy then discards the pool's older connections, and the statement is
+    tried once more on a fresh one. ``first`` must be safe to run twice (nothing it does
+    can have happened on a connection that was already dead).
+    """
+    for attempt in (1, 2):
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            return conn, first(conn)
+        except DBAPIError as exc:
+            conn.close()
+            if not (exc.connection_invalidated and attempt == 1):
+                raise
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 def sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

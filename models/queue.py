@@ -31,32 +31,28 @@ def build_broker(
     Connecting is lazy: nothing touches the network until the first send or receive.
     ``consumer_prefetch`` caps how many messages a consumer holds (SQS; workers only).
     """
+    broker: dramatiq.Broker
     if settings.is_in_memory:
         # One process only (the zero-setup run): the API and the actors share this broker.
-        stub: dramatiq.Broker = StubBroker(middleware=list(middleware))
-        stub.declare_queue(settings.queue_name)
-        return stub
-    if settings.is_sqs:
-        # Imported only here: boto3 and botocore are ~30 MB of every process's memory
-        # (measured on the worker: 82 MB resident with them, docs/BENCHMARKS.md P4).
+        broker = StubBroker(middleware=list(middleware))
+    elif settings.is_sqs:
+        # Imported only here: boto3 and botocore cost every process ~11 MB of memory
+        # (the worker: 82 MB resident with them, 71 without; docs/BENCHMARKS.md P4).
         from models.sqs import JobSQSBroker
 
-        broker: dramatiq.Broker = JobSQSBroker(
-            settings, middleware, consumer_prefetch=consumer_prefetch
+        broker = JobSQSBroker(settings, middleware, consumer_prefetch=consumer_prefetch)
+    else:
+        broker = RedisBroker(
+            url=settings.url,
+            namespace=settings.namespace,
+            middleware=list(middleware),
+            heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
+            maintenance_chance=settings.redis_maintenance_chance,
         )
-        broker.declare_queue(settings.queue_name)
-        return broker
-    broker = RedisBroker(
-        url=settings.url,
-        namespace=settings.namespace,
-        middleware=list(middleware),
-        heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
-        maintenance_chance=settings.redis_maintenance_chance,
-    )
-    # redis-py waits forever by default; a send must fail fast so the API can answer 503.
-    pool_kwargs = broker.client.connection_pool.connection_kwargs  # type: ignore[attr-defined]
-    pool_kwargs.setdefault("socket_connect_timeout", settings.send_timeout_s)
-    pool_kwargs.setdefault("socket_timeout", settings.send_timeout_s)
+        # redis-py waits forever by default; a send must fail fast so the API can answer 503.
+        pool_kwargs = broker.client.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+        pool_kwargs.setdefault("socket_connect_timeout", settings.send_timeout_s)
+        pool_kwargs.setdefault("socket_timeout", settings.send_timeout_s)
     broker.declare_queue(settings.queue_name)
     return broker
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, func, select
-from sqlalchemy.exc import DBAPIError
+
+from models.database import connect_autocommit
 
 # Stand-in for other databases (SQLite in single-process runs): a process-local set.
 _local_guard = threading.Lock()
@@ -34,20 +35,10 @@ def owned_job(engine: Engine, job_id: uuid.UUID) -> Iterator[tuple[Connection, b
 
     The connection is in autocommit mode (each statement its own transaction); the lock lives
     as long as the connection's session, so the connection stays checked out for the block.
-    The engine has no pre-ping: a connection that died in the pool fails the lock statement
-    (nothing has happened yet), SQLAlchemy then discards the pool's older connections, and
-    one fresh connection is tried.
+    The lock is its first statement, retried on a fresh connection if the pooled one had died
+    (``connect_autocommit``): nothing has happened yet then.
     """
-    for attempt in (1, 2):
-        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            acquired = _try_lock(conn, job_id)
-        except DBAPIError as exc:
-            conn.close()
-            if exc.connection_invalidated and attempt == 1:
-                continue
-            raise
-        break
+    conn, acquired = connect_autocommit(engine, lambda conn: _try_lock(conn, job_id))
     with conn:
         try:
             yield conn, acquired

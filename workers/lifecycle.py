@@ -2,7 +2,7 @@
 
 ``run_job`` is what every actor calls. It takes the engine and a plain function that does the
 work; it owns the writes, so the work function only reads and computes. Running the same job
-twice, even at once, leaves the same final row: the advisory lock (``job_lock``) lets one
+twice, even at once, leaves the same final row: the advisory lock (``owned_job``) lets one
 worker at a time run it, and a finished job is never run again.
 
 Round trips are what a small job costs (docs/BENCHMARKS.md, P1): on one autocommit
@@ -16,13 +16,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple
 
 import structlog
-from sqlalchemy import Connection, CursorResult, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from models import Job, JobStatus
 from models.clock import utcnow
+from models.database import connect_autocommit
 from workers.errors import PermanentJobError
 from workers.job_lock import owned_job
 
@@ -42,7 +43,7 @@ class ClaimedJob(NamedTuple):
 #: The work a job does: read what it needs through the connection, return the result text.
 Work = Callable[[Connection, ClaimedJob], str]
 
-_FINAL = [JobStatus.SUCCESS.value, JobStatus.FAILURE.value]
+_FINAL = [status.value for status in JobStatus if status.is_final]
 
 _CLAIM = (
     update(Job)
@@ -70,6 +71,17 @@ _SUCCEED = (
 
 
 _STATUS = select(Job.status).where(Job.id == bindparam("job_id"))
+
+_FAIL = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.status.not_in(_FINAL))
+    .values(
+        status=bindparam("status"),
+        error=bindparam("error"),
+        finished_at=bindparam("finished_at"),
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def describe(exc: BaseException) -> str:
@@ -132,36 +144,38 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work) -> str:
         return "success"
 
 
+def _fail(conn: Connection, job_id: uuid.UUID, reason: str, *, final: bool) -> bool:
+    """RETRY (``final=False``) or FAILURE an unfinished job, with ``reason``; False if it had
+    already finished."""
+    now = utcnow()
+    result = conn.execute(
+        _FAIL,
+        {
+            "job_id": job_id,
+            "status": JobStatus.FAILURE.value if final else JobStatus.RETRY.value,
+            "error": reason[:MAX_ERROR_LENGTH],
+            "finished_at": now if final else None,
+            "now": now,
+        },
+    )
+    conn.commit()  # autocommit: ends SQLAlchemy's own bookkeeping only
+    return bool(result.rowcount)
+
+
 def _record_failure(conn: Connection, job: ClaimedJob, exc: BaseException, *, final: bool) -> None:
     """Best effort: if the database itself is the failure, the reconciler will catch up."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "status": JobStatus.FAILURE if final else JobStatus.RETRY,
-        "error": describe(exc),
-        "updated_at": now,
-    }
-    if final:
-        values["finished_at"] = now
     try:
         conn.rollback()  # whatever the work left open
-        conn.execute(update(Job).where(Job.id == job.id).values(**values))
-        conn.commit()
+        _fail(conn, job.id, describe(exc), final=final)
     except Exception as db_exc:
         log.warning("could not record job failure", error=describe(db_exc))
 
 
 def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str) -> bool:
-    """Set an unfinished job to FAILURE with ``reason``; False if it was already final."""
-    now = utcnow()
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status.not_in([JobStatus.SUCCESS, JobStatus.FAILURE]))
-            .values(
-                status=JobStatus.FAILURE,
-                error=reason[:MAX_ERROR_LENGTH],
-                finished_at=now,
-                updated_at=now,
-            )
-        )
-    return bool(cast("CursorResult[Any]", result).rowcount)
+    """Set an unfinished job to FAILURE with ``reason``; False if it was already final.
+
+    Runs on the worker's engine, which has no pre-ping: the guarded update is safe to retry
+    on a fresh connection (``connect_autocommit``)."""
+    conn, updated = connect_autocommit(engine, lambda conn: _fail(conn, job_id, reason, final=True))
+    conn.close()
+    return updated

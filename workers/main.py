@@ -24,7 +24,7 @@ configure_logging(settings.log, process="worker")
 broker = build_worker_broker(settings, threads=threads)
 register_actors(broker, settings.broker.queue_name)
 if settings.broker.is_sqs:
-    # Only an SQS deployment loads boto3 (~30 MB per process).
+    # Only an SQS deployment loads boto3 (~11 MB per process).
     from models.sqs import JobSQSBroker, QueueMissing
 
     assert isinstance(broker, JobSQSBroker)  # noqa: S101 (what build_broker returns for sqs://)

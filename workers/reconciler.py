@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import BigInteger, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import Job, JobStatus
@@ -64,7 +64,7 @@ def reconcile_once(
         .with_for_update(skip_locked=True)
     ).all()
 
-    stranded = [*stranded, *_orphaned(session, now, settings, exclude={j.id for j in stranded})]
+    stranded = [*stranded, *_orphaned(session, now, exclude={j.id for j in stranded})]
 
     outcome = Reconciled()
     max_attempts = settings.max_retries + 1
@@ -87,14 +87,15 @@ def reconcile_once(
     return outcome
 
 
-#: A STARTED job younger than this is left alone even if its lock looks free: its worker may
-#: be between committing STARTED and taking the lock back after a reconnect.
+#: A STARTED job younger than this is left alone even if its lock looks free: a margin for
+#: the clocks of the worker that stamped it and of this pass, which may be different hosts.
 ORPHAN_GRACE_S = 5
 
+#: Transaction-level: released by this pass's commit, never held across passes.
+_TRY_XACT_LOCK = select(func.pg_try_advisory_xact_lock(bindparam("key", type_=BigInteger)))
 
-def _orphaned(
-    session: Session, now: datetime, settings: JobSettings, exclude: set[uuid.UUID]
-) -> list[Job]:
+
+def _orphaned(session: Session, now: datetime, exclude: set[uuid.UUID]) -> list[Job]:
     """STARTED jobs whose owner is gone: nobody holds their advisory lock (Postgres only).
 
     A running job's worker holds the lock on its own connection for the whole attempt; when
@@ -118,8 +119,6 @@ def _orphaned(
     for job in candidates:
         if job.id in exclude:
             continue
-        key = lock_key(job.id)
-        # Transaction-level: released by this pass's commit, never held across passes.
-        if session.scalar(select(func.pg_try_advisory_xact_lock(key))):
+        if session.scalar(_TRY_XACT_LOCK, {"key": lock_key(job.id)}):
             orphans.append(job)
     return orphans

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
@@ -76,28 +77,40 @@ def test_a_dead_owner_releases_the_job_at_once(engine: Engine):
     assert job_row(engine, job_id).attempts == 2
 
 
-def test_a_job_survives_a_database_restart_under_its_pooled_connection(settings: Settings):
-    """The worker's engine has no pre-ping: a pooled connection that died (Postgres
-    restarted, failover) is found out by the lock statement and the job runs on a fresh one."""
-    engine = create_db_engine(
+@pytest.fixture
+def stale_pool(settings: Settings, engine: Engine) -> Iterator[Engine]:
+    """A worker-style engine (no pre-ping, one connection) whose pooled connection the
+    server has just killed, as a Postgres restart or failover does."""
+    worker_engine = create_db_engine(
         settings.database, application_name="tests-stale-pool", pool_size=1, pre_ping=False
     )
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("TRUNCATE todos, jobs RESTART IDENTITY"))
-        insert_todos(engine, 3)
-        first, second = insert_job(engine), insert_job(engine)
-        assert run_job(engine, first, render) == "success"  # the pool now holds a connection
-        with engine.connect() as probe:
-            pid = probe.execute(text("SELECT pg_backend_pid()")).scalar()
-        psycopg_admin = create_db_engine(settings.database, application_name="tests-admin")
-        with psycopg_admin.connect() as admin:
-            admin.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
-        psycopg_admin.dispose()
-        assert run_job(engine, second, render) == "success"
-        assert job_row(engine, second).result.count("BEGIN:VEVENT") == 3
-    finally:
-        engine.dispose()
+    with worker_engine.connect() as probe:  # the pool now holds this connection
+        pid = probe.execute(text("SELECT pg_backend_pid()")).scalar()
+    with engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+    yield worker_engine
+    worker_engine.dispose()
+
+
+def test_a_job_survives_a_database_restart_under_its_pooled_connection(
+    engine: Engine, stale_pool: Engine
+):
+    """The worker's engine has no pre-ping: a pooled connection that died (Postgres
+    restarted, failover) is found out by the lock statement and the job runs on a fresh one."""
+    insert_todos(engine, 3)
+    job_id = insert_job(engine)
+    assert run_job(stale_pool, job_id, render) == "success"
+    assert job_row(engine, job_id).result.count("BEGIN:VEVENT") == 3
+
+
+def test_mark_failed_survives_a_database_restart_under_its_pooled_connection(
+    engine: Engine, stale_pool: Engine
+):
+    """Recording an exhausted job uses the same engine: its reason is not lost to a dead
+    pooled connection."""
+    job_id = insert_job(engine, status="RETRY")
+    assert mark_failed(stale_pool, job_id, "failed after 5 attempts: boom") is True
+    assert job_row(engine, job_id).error == "failed after 5 attempts: boom"
 
 
 def test_transient_failure_is_recorded_as_retry_and_reraised(engine: Engine):
