@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import sys
 import threading
@@ -309,7 +308,6 @@ def main() -> int:
         "--seconds", type=float, default=60, help="spread submissions over this long"
     )
     args = parser.parse_args()
-    random.seed(0)
     summary = run(args.broker, args.jobs, args.kills, args.sigterms, args.outage_s, args.seconds)
     print(json.dumps(summary))
     return 0 if summary["ok"] else 1

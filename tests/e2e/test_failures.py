@@ -43,13 +43,13 @@ def test_sigkilled_worker_job_completes_on_a_new_worker(
     killed_at = time.monotonic()
 
     processes.append(start_worker(service_env))
-    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}) == "SUCCESS"
+    # Recovery "within seconds" is the promise; the wait's limit is its bound.
+    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}, timeout=30) == "SUCCESS"
     recovered_in = time.monotonic() - killed_at
     row = job_row(engine, job_id)
     assert row.attempts == 2
     assert row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
     print(f"\nSIGKILL -> SUCCESS on a new worker in {recovered_in:.1f} s")
-    assert recovered_in < 30
 
 
 def test_sigterm_hands_a_running_job_back_and_it_completes(
@@ -57,9 +57,8 @@ def test_sigterm_hands_a_running_job_back_and_it_completes(
 ):
     """SIGTERM mid-job (the ECS stop path): the job is interrupted, retried, and completes."""
     stopping, job_id = slow_job_running(api, service_env, engine, processes)
-    started = time.monotonic()
+    # Not stopped within 30 s, it is SIGKILLed and the exit code is not 0.
     exit_code = stopping.stop(signal.SIGTERM, timeout=30)
-    assert time.monotonic() - started < 30
     assert exit_code == 0, stopping.log()
 
     processes.append(start_worker(service_env))

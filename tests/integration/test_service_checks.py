@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -27,7 +26,8 @@ def test_unreachable_service_fails_the_run_quickly_with_its_address(
     variable: str, url: str, message: str
 ):
     """A test needing a service that is down errors within seconds, naming host and port."""
-    started = time.monotonic()
+    # The check must fail fast rather than hang on an unreachable service: the timeout is
+    # the guard (a hang guard, not a speed figure).
     done = subprocess.run(
         [
             sys.executable,
@@ -43,8 +43,7 @@ def test_unreachable_service_fails_the_run_quickly_with_its_address(
         env={**os.environ, variable: url},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,
     )
     assert done.returncode != 0
     assert message in done.stdout
-    assert time.monotonic() - started < 60
