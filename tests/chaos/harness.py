@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from models.queue import build_broker, calendar_message
 from models.settings import Settings, normalise_database_url
@@ -84,8 +84,7 @@ def chaos_env(database_url: str, broker: str, endpoint: str) -> dict[str, str]:
     return env
 
 
-def seed_todos(database_url: str) -> None:
-    engine = create_engine(normalise_database_url(database_url))
+def seed_todos(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -97,11 +96,9 @@ def seed_todos(database_url: str) -> None:
             ),
             {"n": TODOS},
         )
-    engine.dispose()
 
 
-def statuses(database_url: str, ids: list[str]) -> dict[str, tuple[str, object, object]]:
-    engine = create_engine(normalise_database_url(database_url))
+def statuses(engine: Engine, ids: list[str]) -> dict[str, tuple[str, object, object]]:
     with engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -109,16 +106,15 @@ def statuses(database_url: str, ids: list[str]) -> dict[str, tuple[str, object, 
             ),
             {"ids": ids},
         ).all()
-    engine.dispose()
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
 def wait_all_final(
-    database_url: str, ids: list[str], timeout: float
+    engine: Engine, ids: list[str], timeout: float
 ) -> dict[str, tuple[str, object, object]]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = statuses(database_url, ids)
+        rows = statuses(engine, ids)
         if (
             all(r[0] in ("SUCCESS", "FAILURE") for r in rows.values())
             or time.monotonic() > deadline
@@ -132,7 +128,11 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
     with ExitStack() as stack:
         database_url = stack.enter_context(scratch_database("taskoverflow_chaos"))
         migrate(database_url)
-        seed_todos(database_url)
+        # One engine for the run (the recovery watchers poll every 0.1 s), disposed before the
+        # scratch database is dropped.
+        engine = create_engine(normalise_database_url(database_url))
+        stack.callback(engine.dispose)
+        seed_todos(engine)
         if broker == "redis":
             redis = PrivateRedis()
             redis.start()
@@ -155,7 +155,7 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
         stack.callback(client.close)
         # The fault-free reference output.
         reference_id = client.post(f"{api}/api/v1/todos/ical").json()["task_id"]
-        reference = wait_all_final(database_url, [reference_id], 60)[reference_id]
+        reference = wait_all_final(engine, [reference_id], 60)[reference_id]
         assert reference[0] == "SUCCESS", reference
 
         settings = Settings.from_env(env)
@@ -200,7 +200,7 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
         def watch_recovery(killed_at: float, running: dict[str, object]) -> None:
             # Time until every job that was STARTED at the kill has started again (or ended).
             while running:
-                rows = statuses(database_url, list(running))
+                rows = statuses(engine, list(running))
                 for job_id, (status, started_at, _) in rows.items():
                     if status == "SUCCESS" or started_at != running[job_id]:
                         with result.lock:
@@ -215,7 +215,7 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
             with result.lock:
                 ids = list(result.accepted)
             running = {
-                j: r[1] for j, r in statuses(database_url, ids[-400:]).items() if r[0] == "STARTED"
+                j: r[1] for j, r in statuses(engine, ids[-400:]).items() if r[0] == "STARTED"
             }
             victim.stop(sig, timeout=40)
             threading.Thread(
@@ -251,10 +251,9 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
         submitter.join()
         result.kills, result.sigterms = kills, sigterms
 
-        final = wait_all_final(database_url, result.accepted, timeout=240)
+        final = wait_all_final(engine, result.accepted, timeout=240)
         time.sleep(3)  # let the last recoveries be observed
-        all_rows = statuses(database_url, result.accepted)
-        engine = create_engine(normalise_database_url(database_url))
+        all_rows = statuses(engine, result.accepted)
         with engine.connect() as conn:
             by_status = dict(
                 conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all()
@@ -265,7 +264,6 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
                     " AND error LIKE '%job queue could not be reached%'"
                 )
             ).scalar()
-        engine.dispose()
 
     succeeded = [j for j, r in all_rows.items() if r[0] == "SUCCESS"]
     identical = sum(1 for j in succeeded if all_rows[j][2] == reference[2])
