@@ -58,6 +58,16 @@ locals {
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
     secrets                = local.secrets
   }
+
+  # Each process logs to its own group (stdout JSON lines, CloudWatch Logs via awslogs).
+  log_configuration = { for kind, group in aws_cloudwatch_log_group.app : kind => {
+    logDriver = "awslogs"
+    options = {
+      awslogs-group         = group.name
+      awslogs-region        = var.region
+      awslogs-stream-prefix = kind
+    }
+  } }
 }
 
 resource "aws_ecs_task_definition" "api" {
@@ -86,15 +96,8 @@ resource "aws_ecs_task_definition" "api" {
       retries     = 3
       startPeriod = 15
     }
-    stopTimeout = 20
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.app["api"].name
-        awslogs-region        = var.region
-        awslogs-stream-prefix = "api"
-      }
-    }
+    stopTimeout      = 20
+    logConfiguration = local.log_configuration["api"]
   })])
 }
 
@@ -118,15 +121,8 @@ resource "aws_ecs_task_definition" "worker" {
     environment = [for k, v in local.worker_environment : { name = k, value = v }]
     # SIGTERM first; Dramatiq hands running jobs back within WORKER_SHUTDOWN_TIMEOUT_MS (25 s),
     # before ECS's SIGKILL at stopTimeout.
-    stopTimeout = local.worker_stop_timeout_s
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.app["worker"].name
-        awslogs-region        = var.region
-        awslogs-stream-prefix = "worker"
-      }
-    }
+    stopTimeout      = local.worker_stop_timeout_s
+    logConfiguration = local.log_configuration["worker"]
   })])
 }
 
@@ -146,18 +142,11 @@ resource "aws_ecs_task_definition" "migrate" {
   }
 
   container_definitions = jsonencode([merge(local.container_base, {
-    name        = "migrate"
-    image       = local.image_urls["api"]
-    command     = ["alembic", "upgrade", "head"]
-    environment = [for k, v in local.migrate_environment : { name = k, value = v }]
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.app["migrate"].name
-        awslogs-region        = var.region
-        awslogs-stream-prefix = "migrate"
-      }
-    }
+    name             = "migrate"
+    image            = local.image_urls["api"]
+    command          = ["alembic", "upgrade", "head"]
+    environment      = [for k, v in local.migrate_environment : { name = k, value = v }]
+    logConfiguration = local.log_configuration["migrate"]
   })])
 }
 
