@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -159,7 +160,9 @@ def start_ours(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
         check=True,
         capture_output=True,
     )
-    logs = open(os.devnull, "wb")  # noqa: SIM115 (lives as long as the processes)
+    # The API's log is dropped; the workers' is kept to see them ready (a line per job).
+    api_log = open(os.devnull, "wb")  # noqa: SIM115 (lives as long as the processes)
+    worker_log = tempfile.NamedTemporaryFile(prefix="bench-workers-", suffix=".log")  # noqa: SIM115
     api = [
         str(BIN / "uvicorn"),
         "--factory",
@@ -173,12 +176,20 @@ def start_ours(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
         "--no-access-log",
     ]
     procs = [
-        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs, stderr=logs, start_new_session=True)
-        for cmd in (api, [str(BIN / "python"), "-m", "workers"])
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+        for cmd, log in ((api, api_log), ([str(BIN / "python"), "-m", "workers"], worker_log))
     ]
     wait_http(f"{OURS}/api/v1/health")
-    time.sleep(2)  # let the workers boot (they log nothing we could wait for at INFO)
+    wait_log(Path(worker_log.name), "Worker process is ready for action", args.processes)
     return procs
+
+
+def wait_log(path: Path, line: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while path.read_text(errors="replace").count(line) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: no {line!r} in {path} after {timeout:g} s")
+        time.sleep(0.1)
 
 
 def stop(ours: list[subprocess.Popen[bytes]], seed_pids: list[int]) -> None:
