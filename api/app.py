@@ -21,7 +21,7 @@ from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController
-from api.routes.health import health
+from api.routes.health import health, ready
 from api.routes.page import page_routes
 from api.routes.todos import TodoController
 from api.state import ApiResources, JobSender
@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         resources.sender.broker.close()
 
     return Litestar(
-        route_handlers=[health, TodoController, CalendarJobController, *page_routes()],
+        route_handlers=[health, ready, TodoController, CalendarJobController, *page_routes()],
         state=State({"resources": resources}),
         on_startup=[size_thread_pool],
         on_shutdown=[release],

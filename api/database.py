@@ -17,6 +17,7 @@ SQLAlchemy's; only the per-statement machinery is skipped.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -28,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from models.credentials import use_password
 from models.database import sqlite_pragmas
-from models.settings import DatabaseSettings
+from models.settings import SSL_MODES, ConfigError, DatabaseSettings
 
 _ASYNCPG = asyncpg_dialect()
 
@@ -52,11 +54,38 @@ def async_database_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
+def asyncpg_url_and_ssl(url: str) -> tuple[str, dict[str, Any]]:
+    """Split libpq's TLS options off a Postgres URL into asyncpg connect arguments.
+
+    DATABASE_URL is written for libpq (the workers' and migrations' psycopg2), where
+    ``?sslmode=require`` is the usual way to demand TLS (RDS with rds.force_ssl). asyncpg
+    has no ``sslmode`` keyword: passed through, every connection fails with a TypeError. Its
+    ``ssl`` argument takes the same mode names; ``sslrootcert`` names the CA bundle that
+    verify-ca / verify-full check the server against.
+    """
+    parsed = make_url(url)
+    query = dict(parsed.query)
+    mode = query.pop("sslmode", None)
+    rootcert = query.pop("sslrootcert", None)
+    args: dict[str, Any] = {}
+    if mode is not None:
+        if not isinstance(mode, str) or mode not in SSL_MODES:
+            raise ConfigError(f"DATABASE_URL: unknown sslmode {mode!r}")
+        args["ssl"] = mode
+        if rootcert is not None and mode in ("verify-ca", "verify-full"):
+            context = ssl.create_default_context(cafile=str(rootcert))
+            context.check_hostname = mode == "verify-full"
+            args["ssl"] = context
+    stripped = parsed.set(query=query).render_as_string(hide_password=False)
+    return stripped, args
+
+
 def create_api_engine(settings: DatabaseSettings, *, application_name: str) -> AsyncEngine:
     """The API's async engine: bounded connect, checkout and statement times."""
     url = async_database_url(settings.url)
     if url.startswith(_ASYNC_DRIVERS["postgresql"]):
-        return create_async_engine(
+        url, tls = asyncpg_url_and_ssl(url)
+        engine = create_async_engine(
             url,
             pool_size=settings.pool_size,
             # No overflow: the pool is the API process's share of the database's connections.
@@ -74,8 +103,11 @@ def create_api_engine(settings: DatabaseSettings, *, application_name: str) -> A
                     "application_name": application_name,
                     "statement_timeout": str(settings.statement_timeout_ms),
                 },
+                **tls,
             },
         )
+        use_password(engine.sync_engine, settings.database_password())
+        return engine
     engine = create_async_engine(url, pool_size=settings.pool_size, max_overflow=0)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)

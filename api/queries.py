@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, literal, select, update
 
 from api.database import Query
 from models import Job, JobStatus, Todo
@@ -95,3 +95,6 @@ FAIL_UNSENT_JOB = Query(
 JOB_STATUS = Query(select(Job.status, Job.error).where(Job.id == bindparam("id")))
 
 JOB_RESULT = Query(select(Job.status, Job.result, Job.error).where(Job.id == bindparam("id")))
+
+#: Readiness: one round trip that needs a working connection (URL, TLS, password).
+DATABASE_PING = Query(select(literal(1)))

@@ -1,12 +1,19 @@
-"""Alembic environment: migrates the database named by DATABASE_URL (or a given connection)."""
+"""Alembic environment: migrates the database the settings name (or a given connection).
 
+Reads the database settings like the API and the workers do, so the migration task needs
+exactly their variables: DATABASE_URL, and the password from DB_PASSWORD_SECRET_ARN (ECS),
+DB_PASSWORD or the URL.
+"""
+
+import os
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 from models import Base
-from models.settings import normalise_database_url
+from models.credentials import use_password
+from models.settings import ConfigError, DatabaseSettings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -15,15 +22,15 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
-def _database_url() -> str:
-    import os
-
-    url = os.environ.get("DATABASE_URL")
-    if not url:
+def _settings() -> DatabaseSettings:
+    if not os.environ.get("DATABASE_URL"):
         raise SystemExit(
             "alembic: DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1/taskoverflow)"
         )
-    return normalise_database_url(url)
+    try:
+        return DatabaseSettings.from_env(os.environ)
+    except ConfigError as exc:
+        raise SystemExit(f"alembic: configuration error: {exc}") from None
 
 
 def _configure(connection: Connection) -> None:
@@ -39,7 +46,7 @@ def _configure(connection: Connection) -> None:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_database_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=_settings().url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -49,7 +56,17 @@ def run_migrations_online() -> None:
     if connection is not None:  # handed in by a test or by the zero-setup runner
         _configure(connection)
         return
-    engine = create_engine(_database_url(), poolclass=pool.NullPool)
+    settings = _settings()
+    # No statement timeout here: a migration may rewrite a large table.
+    engine = create_engine(
+        settings.url,
+        poolclass=pool.NullPool,
+        connect_args={"connect_timeout": settings.connect_timeout_s}
+        if settings.url.startswith("postgresql")
+        else {},
+    )
+    if engine.dialect.name == "postgresql":
+        use_password(engine, settings.database_password())
     with engine.connect() as connection:
         _configure(connection)
 

@@ -9,6 +9,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 
+from models.credentials import use_password
 from models.settings import DatabaseSettings
 
 
@@ -27,7 +28,7 @@ def create_db_engine(
     """
     size = pool_size or settings.pool_size
     if settings.url.startswith("postgresql"):
-        return create_engine(
+        engine = create_engine(
             settings.url,
             pool_size=size,
             # No overflow: the pool is the concurrency limit, sized to the threads using it.
@@ -47,10 +48,18 @@ def create_db_engine(
                 "keepalives_count": 3,
             },
         )
+        use_password(engine, settings.database_password())
+        return engine
     engine = create_engine(settings.url, pool_size=size, max_overflow=0)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", sqlite_pragmas)
     return engine
+
+
+def worker_pool_size(threads: int) -> int:
+    """Connections a worker process holds: one per worker thread plus one for its reconciler,
+    so nobody waits for one (ops/terraform budgets the database's connections with this)."""
+    return threads + 1
 
 
 T = TypeVar("T")

@@ -17,6 +17,8 @@ from typing import Any, Self, get_type_hints
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from models.credentials import DatabasePassword, read_secret_password
+
 #: SQS rejects a message delay above 15 minutes; dramatiq-sqs swallows that error and
 #: deletes the message, so no retry backoff may ever exceed it (ARCHITECTURE.md §4).
 SQS_MAX_DELAY_MS = 900_000
@@ -24,6 +26,10 @@ SQS_MAX_DELAY_MS = 900_000
 #: Default SQS visibility timeout = job time limit + this: room for the attempt to finish,
 #: be acknowledged, and for the worker's clock and SQS's to disagree a little.
 SQS_VISIBILITY_MARGIN_S = 30
+
+
+#: libpq's sslmode values (DATABASE_URL ?sslmode=...; the API passes them on to asyncpg).
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 
 
 class ConfigError(ValueError):
@@ -82,8 +88,15 @@ class DatabaseSettings(_FromEnv):
     )
     password: str | None = env(
         "DB_PASSWORD",
-        "password for DATABASE_URL's user, kept out of the URL (on ECS it is injected from "
-        "the RDS-managed secret); overrides any password in the URL",
+        "password for DATABASE_URL's user, kept out of the URL; overrides any password in the URL",
+        None,
+    )
+    password_secret_arn: str | None = env(
+        "DB_PASSWORD_SECRET_ARN",
+        "Secrets Manager secret holding the password (JSON with a password field, as RDS "
+        "keeps its managed master password, or the bare password); read at the first "
+        "connection and again whenever the database refuses the password, so a rotation "
+        "needs no restart (ECS). Overrides DB_PASSWORD",
         None,
     )
     pool_size: int = env(
@@ -107,15 +120,27 @@ class DatabaseSettings(_FromEnv):
 
     def __post_init__(self) -> None:
         url = normalise_database_url(self.url)
-        if self.password is not None:
-            try:
-                parsed = make_url(url)
-            except ArgumentError:
-                raise ConfigError("DATABASE_URL is not a valid database URL") from None
-            url = parsed.set(password=self.password).render_as_string(hide_password=False)
+        try:
+            sslmode = make_url(url).query.get("sslmode")
+        except ArgumentError:
+            raise ConfigError("DATABASE_URL is not a valid database URL") from None
+        if sslmode is not None and sslmode not in SSL_MODES:
+            raise ConfigError(f"DATABASE_URL: sslmode must be one of {sorted(SSL_MODES)}")
+        # The password is never joined into the URL: engines hand it to the driver per
+        # connection (models.credentials), so no URL string can leak it or go stale.
         object.__setattr__(self, "url", url)
         if self.pool_size < 1:
             raise ConfigError("DB_POOL_SIZE must be at least 1")
+        arn = self.password_secret_arn
+        if arn is not None and not arn.startswith("arn:"):
+            raise ConfigError("DB_PASSWORD_SECRET_ARN must be a secret's ARN (arn:aws:...)")
+
+    def database_password(self) -> DatabasePassword:
+        """Where new connections get their password (see models.credentials)."""
+        arn = self.password_secret_arn
+        if arn is not None:
+            return DatabasePassword(read=lambda: read_secret_password(arn))
+        return DatabasePassword(fixed=self.password)
 
 
 def normalise_database_url(url: str) -> str:

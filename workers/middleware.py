@@ -18,7 +18,7 @@ from dramatiq.middleware import Middleware
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from models.database import create_db_engine
+from models.database import create_db_engine, worker_pool_size
 from models.queue import calendar_message
 from models.settings import Settings
 from workers.lifecycle import describe, mark_failed
@@ -55,11 +55,10 @@ class WorkerResources(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         global _current
-        # One connection per worker thread plus one for the reconciler: nobody waits.
         engine = create_db_engine(
             self.settings.database,
             application_name="taskoverflow-worker",
-            pool_size=self.threads + 1,
+            pool_size=worker_pool_size(self.threads),
             # One round trip less per job: run_job's first statement retries a stale
             # connection itself (workers/job_lock.py).
             pre_ping=False,

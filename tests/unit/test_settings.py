@@ -107,8 +107,9 @@ def test_sqs_settings_that_would_lose_or_strand_jobs_are_refused(
         Settings.from_env({**SQS, **extra})
 
 
-def test_db_password_is_added_to_the_url_and_never_shown():
-    """DB_PASSWORD (an ECS secret) completes DATABASE_URL; repr hides it."""
+def test_db_password_stays_out_of_the_url_and_is_never_shown():
+    """DB_PASSWORD is handed to the driver per connection, never joined into a URL string
+    that could be logged; repr hides it."""
     settings = Settings.from_env(
         {
             **BASE,
@@ -116,11 +117,22 @@ def test_db_password_is_added_to_the_url_and_never_shown():
             "DB_PASSWORD": "p@ss/w:rd",
         }
     )
-    assert settings.database.url == (
-        "postgresql+psycopg2://app:p%40ss%2Fw%3Ard@db.internal:5432/t?sslmode=require"
-    )
+    assert settings.database.url == "postgresql+psycopg2://app@db.internal:5432/t?sslmode=require"
+    assert settings.database.database_password().current() == "p@ss/w:rd"
     assert "p@ss" not in repr(settings.database)
     assert "p%40ss" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"DB_PASSWORD_SECRET_ARN": "my-secret"}, "must be a secret's ARN"),
+        ({"DATABASE_URL": "postgresql://u@h/db?sslmode=on"}, "sslmode must be one of"),
+    ],
+)
+def test_database_settings_that_cannot_work_are_refused(extra: dict[str, str], message: str):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE, **extra})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,138 @@
+"""The database password, and how every engine gets it at connect time.
+
+Three sources, first match wins: ``DB_PASSWORD_SECRET_ARN`` (a Secrets Manager secret, as
+on ECS, where RDS keeps and rotates the master password), ``DB_PASSWORD``, or the password
+written in ``DATABASE_URL``. The password never becomes part of a URL string: engines are
+built from the bare URL and ``use_password`` hands the password to the driver for each new
+connection.
+
+Rotation: a secret is read once and cached. When the database refuses the cached password
+(SQLSTATE 28P01), the secret is read again and the connection retried with the new value, so
+new connections keep working after a rotation with no restart; connections already open are
+unaffected (Postgres checks the password only when a connection starts). Re-reads are spaced
+at least ``REFRESH_INTERVAL_S`` apart, so a password that is really wrong costs one Secrets
+Manager call per interval, not one per connection attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, event
+
+log = structlog.get_logger("database")
+
+#: Fewest seconds between two reads of the secret triggered by refused passwords.
+REFRESH_INTERVAL_S = 5.0
+
+#: SQLSTATE invalid_password: the server refused the password itself (not the host, the user
+#: or the database), which is what a rotation looks like to a client holding the old one.
+INVALID_PASSWORD_SQLSTATE = "28P01"  # noqa: S105 (an error code, not a password)
+
+
+def read_secret_password(secret_arn: str, endpoint_url: str | None = None) -> str:
+    """The ``password`` field of a JSON secret (the RDS-managed form), or the whole string.
+
+    The region is the ARN's own (arn:aws:secretsmanager:<region>:...); the endpoint comes
+    from ``endpoint_url`` or boto3's usual configuration (AWS_ENDPOINT_URL...).
+    """
+    import boto3  # only processes configured with a secret load boto3
+
+    parts = secret_arn.split(":")
+    region = parts[3] if len(parts) > 3 and parts[0] == "arn" else None
+    client = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
+    value = client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return str(value)
+    if isinstance(document, dict) and "password" in document:
+        return str(document["password"])
+    return str(value)
+
+
+class DatabasePassword:
+    """The current password for new connections; thread-safe.
+
+    ``fixed``: a password that never changes (DB_PASSWORD or the URL's), or None for none.
+    ``read``: a function returning the password from its store (the secret); when given,
+    it is called on first use and again after the database refuses the password.
+    """
+
+    def __init__(
+        self,
+        fixed: str | None = None,
+        read: Callable[[], str] | None = None,
+        *,
+        refresh_interval_s: float = REFRESH_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._value = fixed
+        self._read = read
+        self._interval = refresh_interval_s
+        self._clock = clock
+        self._read_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def refreshable(self) -> bool:
+        return self._read is not None
+
+    def current(self) -> str | None:
+        if self._read is not None and self._read_at is None:
+            self.refresh()
+        return self._value
+
+    def refresh(self) -> bool:
+        """Read the store again; True if that gave a different password."""
+        if self._read is None:
+            return False
+        with self._lock:
+            now = self._clock()
+            if self._read_at is not None and now - self._read_at < self._interval:
+                return False
+            self._read_at = now
+            value = self._read()
+            changed = value != self._value
+            self._value = value
+        if changed:
+            log.info("database password read from its secret")
+        return changed
+
+
+def is_invalid_password(exc: BaseException) -> bool:
+    """Did the server refuse the password? (asyncpg sets ``sqlstate``; psycopg2 has no code
+    for errors raised while connecting, only libpq's message.)"""
+    if getattr(exc, "sqlstate", None) == INVALID_PASSWORD_SQLSTATE:
+        return True
+    if getattr(exc, "pgcode", None) == INVALID_PASSWORD_SQLSTATE:
+        return True
+    return "password authentication failed" in str(exc)
+
+
+def use_password(engine: Engine, password: DatabasePassword) -> None:
+    """Give each new connection of ``engine`` (a sync engine, or an async engine's
+    ``sync_engine``) the current password, re-reading it once if the server refuses it."""
+
+    @event.listens_for(engine, "do_connect")
+    def connect_with_password(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        value = password.current()
+        if value is not None:
+            cparams["password"] = value
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            if not is_invalid_password(exc):
+                raise
+            password.refresh()  # may be spaced out; another thread may have refreshed it
+            fresh = password.current()
+            if fresh == value:
+                raise
+            log.info("database refused the password: retrying with the secret's new value")
+            cparams["password"] = fresh
+            return dialect.connect(*cargs, **cparams)

@@ -1,0 +1,73 @@
+"""models.credentials: the password a new connection gets, and when it is read again."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.credentials import DatabasePassword, is_invalid_password
+
+
+class Store:
+    """A secret store whose value the test rotates; counts reads."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self.reads = 0
+
+    def read(self) -> str:
+        self.reads += 1
+        return self.value
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_secret_is_read_once_then_cached():
+    store = Store("first")
+    password = DatabasePassword(read=store.read)
+    assert password.current() == "first"
+    assert password.current() == "first"
+    assert store.reads == 1
+
+
+def test_a_refusal_reads_the_rotated_secret_but_no_more_than_once_per_interval():
+    store, clock = Store("first"), Clock()
+    password = DatabasePassword(read=store.read, refresh_interval_s=5, clock=clock)
+    password.current()
+    store.value = "second"  # rotated
+    clock.now = 10
+    assert password.refresh() is True
+    assert password.current() == "second"
+    clock.now = 12  # a wrong password refused again and again: one read per interval
+    assert password.refresh() is False
+    assert store.reads == 2
+
+
+def test_a_fixed_password_never_changes():
+    password = DatabasePassword(fixed="static")
+    assert password.refresh() is False
+    assert password.current() == "static"
+
+
+class Refused(Exception):
+    def __init__(self, message: str, sqlstate: str | None = None, pgcode: str | None = None):
+        super().__init__(message)
+        self.sqlstate, self.pgcode = sqlstate, pgcode
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (Refused("x", sqlstate="28P01"), True),  # asyncpg
+        (Refused('FATAL:  password authentication failed for user "app"'), True),  # psycopg2
+        (Refused("could not connect to server"), False),
+        (Refused("x", sqlstate="28000"), False),  # no pg_hba entry: a new password won't help
+    ],
+)
+def test_only_a_refused_password_counts_as_one(exc: Exception, expected: bool):
+    assert is_invalid_password(exc) is expected
