@@ -1,8 +1,8 @@
 """CKV_TO_2: every ECS container runs as a non-root user.
 
 Passes when each container definition sets ``user`` to something other than root/0, or is
-built on ``local.container_base`` (ops/terraform/ecs.tf), whose ``user`` is checked to be
-non-root by tests/unit/test_terraform.py.
+one of ``local.containers`` (ops/terraform/ecs.tf), all built on ``local.container_base``;
+tests/deployment/test_terraform.py checks the rendered definitions' users are non-root.
 """
 
 import re
@@ -28,7 +28,7 @@ class ECSContainersRunAsNonRoot(BaseResourceCheck):
         users = _USER.findall(text)
         if any(user.split(":")[0] in ("", "0", "root") for user in users):
             return CheckResult.FAILED
-        if users or "local.container_base" in text:
+        if users or "local.container_base" in text or "local.containers[" in text:
             return CheckResult.PASSED
         return CheckResult.FAILED
 

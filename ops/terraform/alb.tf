@@ -10,7 +10,7 @@ resource "aws_lb" "api" {
   security_groups            = [aws_security_group.alb.id]
   subnets                    = local.subnet_ids
   drop_invalid_header_fields = true
-  enable_deletion_protection = var.db_deletion_protection
+  enable_deletion_protection = var.deletion_protection
 }
 
 resource "aws_lb_target_group" "api" {
@@ -24,7 +24,7 @@ resource "aws_lb_target_group" "api" {
   deregistration_delay = 15
 
   health_check {
-    path                = local.health_path
+    path                = local.ready_path
     port                = "traffic-port"
     matcher             = "200"
     interval            = 15

@@ -5,7 +5,9 @@ resource "aws_ecr_repository" "app" {
 
   name                 = "${var.name}-${each.key}"
   image_tag_mutability = "IMMUTABLE"
-  force_delete         = false
+  # Unprotected (deletion_protection = false, as before a destroy), a repository is deleted
+  # with its images; protected, it refuses while it holds any.
+  force_delete = !var.deletion_protection
 
   image_scanning_configuration {
     scan_on_push = true
@@ -54,6 +56,15 @@ resource "docker_registry_image" "app" {
   keep_remotely = true
 }
 
+# Without build_images the images are pushed by hand (ops/README.md): look up the digest of
+# image_tag in each repository, so a plan fails unless it is there.
+data "aws_ecr_image" "app" {
+  for_each = var.build_images ? {} : aws_ecr_repository.app
+
+  repository_name = each.value.name
+  image_tag       = var.image_tag
+}
+
 resource "aws_kms_key" "main" {
   description             = "${var.name}: ECR images, SQS messages, logs and secrets"
   enable_key_rotation     = true
@@ -77,6 +88,19 @@ data "aws_iam_policy_document" "kms" {
     principals {
       type        = "AWS"
       identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+
+  # Alarms publish to the SNS topic encrypted with this key: CloudWatch must be able to use
+  # it, or every alarm notification is dropped (the key policy AWS documents for alarms on
+  # encrypted topics).
+  statement {
+    sid       = "CloudWatchAlarmsPublishToEncryptedTopic"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
     }
   }
 

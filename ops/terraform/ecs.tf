@@ -19,9 +19,16 @@ resource "aws_cloudwatch_log_group" "app" {
 }
 
 locals {
-  # Everything both processes read (models/settings.py); DB_PASSWORD comes as a secret.
-  common_environment = {
-    DATABASE_URL             = "postgresql://${local.db_username}@${aws_db_instance.main.endpoint}/${local.db_name}?sslmode=require"
+  database_url = "postgresql://${local.db_username}@${aws_db_instance.main.endpoint}/${local.db_name}?sslmode=require"
+  # Where every process gets the database password (models/settings.py, DB_PASSWORD_SECRET_ARN).
+  database_environment = {
+    DATABASE_URL            = local.database_url
+    DB_PASSWORD_SECRET_ARN  = aws_db_instance.main.master_user_secret[0].secret_arn
+    DB_STATEMENT_TIMEOUT_MS = tostring(local.db_statement_timeout_ms)
+    LOG_FORMAT              = "json"
+  }
+  # Everything the API and the workers both read (models/settings.py).
+  common_environment = merge(local.database_environment, {
     BROKER_URL               = "sqs://"
     SQS_REGION               = var.region
     BROKER_NAMESPACE         = local.namespace
@@ -31,32 +38,17 @@ locals {
     JOB_MAX_BACKOFF_MS       = tostring(var.job_max_backoff_ms)
     SQS_VISIBILITY_TIMEOUT_S = tostring(local.visibility_timeout_s)
     SQS_MAX_RECEIVE_COUNT    = tostring(var.sqs_max_receive_count)
-    LOG_FORMAT               = "json"
-  }
-  api_environment = merge(local.common_environment, {
-    UVICORN_WORKERS = "1"
+    SQS_WAIT_TIME_S          = tostring(local.sqs_wait_time_s)
   })
-  worker_environment = merge(local.common_environment, {
-    WORKER_PROCESSES           = "1"
-    DRAMATIQ_THREADS           = tostring(var.worker_threads)
-    WORKER_SHUTDOWN_TIMEOUT_MS = tostring(local.worker_shutdown_ms)
-  })
-  migrate_environment = {
-    DATABASE_URL = local.common_environment.DATABASE_URL
-    LOG_FORMAT   = "json"
-  }
-  secrets = [{
-    name      = "DB_PASSWORD"
-    valueFrom = "${aws_db_instance.main.master_user_secret[0].secret_arn}:password::"
-  }]
 
-  # Shared by every container: non-root, read-only root filesystem, a writable /tmp.
+  # Shared by every container: non-root, read-only root filesystem, a writable /tmp. The
+  # images declare VOLUME /tmp, so Fargate fills this task volume from the image's /tmp
+  # (mode 1777); an undeclared path would be an empty root-owned 0755 directory.
   container_base = {
     essential              = true
     user                   = "10001:10001"
     readonlyRootFilesystem = true
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
-    secrets                = local.secrets
   }
 
   # Each process logs to its own group (stdout JSON lines, CloudWatch Logs via awslogs).
@@ -68,6 +60,51 @@ locals {
       awslogs-stream-prefix = kind
     }
   } }
+
+  # The three container definitions, as ECS runs them. `make aws-parity` renders these from
+  # this file and runs them under podman, so keep them here rather than inline.
+  containers = {
+    api = merge(local.container_base, {
+      name         = "api"
+      image        = local.image_refs["api"]
+      portMappings = [{ containerPort = local.api_port, protocol = "tcp" }]
+      environment = [for k, v in merge(local.common_environment, {
+        UVICORN_WORKERS = "1"
+        DB_POOL_SIZE    = tostring(var.api_db_pool_size)
+      }) : { name = k, value = v }]
+      # Liveness only (no database): ECS restarts a wedged process, not a healthy one that
+      # waits out a database outage. Readiness is the load balancer's (local.ready_path).
+      healthCheck = {
+        command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${local.api_port}${local.health_path}', timeout=2)"]
+        interval    = 15
+        timeout     = 5
+        retries     = 3
+        startPeriod = 15
+      }
+      stopTimeout      = 20
+      logConfiguration = local.log_configuration["api"]
+    })
+    worker = merge(local.container_base, {
+      name  = "worker"
+      image = local.image_refs["worker"]
+      environment = [for k, v in merge(local.common_environment, {
+        WORKER_PROCESSES           = "1"
+        DRAMATIQ_THREADS           = tostring(var.worker_threads)
+        WORKER_SHUTDOWN_TIMEOUT_MS = tostring(local.worker_shutdown_ms)
+      }) : { name = k, value = v }]
+      # SIGTERM first; Dramatiq hands running jobs back within WORKER_SHUTDOWN_TIMEOUT_MS and
+      # its consumers finish their long poll, all before ECS's SIGKILL at stopTimeout.
+      stopTimeout      = local.worker_stop_timeout_s
+      logConfiguration = local.log_configuration["worker"]
+    })
+    migrate = merge(local.container_base, {
+      name             = "migrate"
+      image            = local.image_refs["api"]
+      command          = ["alembic", "upgrade", "head"]
+      environment      = [for k, v in local.database_environment : { name = k, value = v }]
+      logConfiguration = local.log_configuration["migrate"]
+    })
+  }
 }
 
 resource "aws_ecs_task_definition" "api" {
@@ -84,21 +121,7 @@ resource "aws_ecs_task_definition" "api" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([merge(local.container_base, {
-    name         = "api"
-    image        = local.image_urls["api"]
-    portMappings = [{ containerPort = local.api_port, protocol = "tcp" }]
-    environment  = [for k, v in local.api_environment : { name = k, value = v }]
-    healthCheck = {
-      command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${local.api_port}${local.health_path}', timeout=2)"]
-      interval    = 15
-      timeout     = 5
-      retries     = 3
-      startPeriod = 15
-    }
-    stopTimeout      = 20
-    logConfiguration = local.log_configuration["api"]
-  })])
+  container_definitions = jsonencode([local.containers["api"]])
 }
 
 resource "aws_ecs_task_definition" "worker" {
@@ -115,18 +138,12 @@ resource "aws_ecs_task_definition" "worker" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([merge(local.container_base, {
-    name        = "worker"
-    image       = local.image_urls["worker"]
-    environment = [for k, v in local.worker_environment : { name = k, value = v }]
-    # SIGTERM first; Dramatiq hands running jobs back within WORKER_SHUTDOWN_TIMEOUT_MS (25 s),
-    # before ECS's SIGKILL at stopTimeout.
-    stopTimeout      = local.worker_stop_timeout_s
-    logConfiguration = local.log_configuration["worker"]
-  })])
+  container_definitions = jsonencode([local.containers["worker"]])
 }
 
-# One-off schema migration, run before each deploy (ops/README.md shows the command).
+# One-off schema migration with the release's image: run after the new task definitions are
+# registered and before the services roll out (terraform_data.migrate below), or by hand
+# with ops/aws/run-migration.sh.
 resource "aws_ecs_task_definition" "migrate" {
   #checkov:skip=CKV_AWS_249:Separate execution and task roles are created unless var.existing_task_role_arn is set (the Learner Lab allows only its LabRole).
   family                   = "${var.name}-migrate"
@@ -141,13 +158,34 @@ resource "aws_ecs_task_definition" "migrate" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([merge(local.container_base, {
-    name             = "migrate"
-    image            = local.image_urls["api"]
-    command          = ["alembic", "upgrade", "head"]
-    environment      = [for k, v in local.migrate_environment : { name = k, value = v }]
-    logConfiguration = local.log_configuration["migrate"]
-  })])
+  container_definitions = jsonencode([local.containers["migrate"]])
+}
+
+locals {
+  # What ops/aws/run-migration.sh needs to start the migration task (also an output).
+  migration = {
+    region           = var.region
+    cluster          = aws_ecs_cluster.main.name
+    task_definition  = aws_ecs_task_definition.migrate.arn
+    subnets          = local.subnet_ids
+    security_groups  = [aws_security_group.tasks.id]
+    assign_public_ip = var.assign_public_ip
+  }
+}
+
+# Migrate before deploy, in the same apply: a new migration task definition (a new image)
+# runs to completion before either service is updated, so new code never meets the old
+# schema; if it fails, the apply stops with the services untouched. Migrations must keep
+# the previous release working (add, backfill, then remove in a later release), since old
+# tasks serve until the rollout replaces them.
+resource "terraform_data" "migrate" {
+  count            = var.migrate_on_apply ? 1 : 0
+  triggers_replace = [aws_ecs_task_definition.migrate.arn]
+
+  provisioner "local-exec" {
+    command     = "${path.module}/../aws/run-migration.sh"
+    environment = { MIGRATION = jsonencode(local.migration) }
+  }
 }
 
 resource "aws_ecs_service" "api" {
@@ -157,6 +195,8 @@ resource "aws_ecs_service" "api" {
   task_definition = aws_ecs_task_definition.api.arn
   desired_count   = var.api_desired_count
   launch_type     = "FARGATE"
+  # Load balancer health checks start counting once the app has had time to start.
+  health_check_grace_period_seconds = 30
 
   network_configuration {
     subnets          = local.subnet_ids
@@ -175,7 +215,7 @@ resource "aws_ecs_service" "api" {
     rollback = true
   }
 
-  depends_on = [aws_lb_listener.http]
+  depends_on = [aws_lb_listener.http, terraform_data.migrate]
 }
 
 resource "aws_ecs_service" "worker" {
@@ -197,9 +237,16 @@ resource "aws_ecs_service" "worker" {
     rollback = true
   }
 
-  # Autoscaling owns the count after creation.
+  depends_on = [terraform_data.migrate]
+
   lifecycle {
+    # Autoscaling owns the count after creation.
     ignore_changes = [desired_count]
+    # Every task at full scale must find a database connection (local.db_connections).
+    precondition {
+      condition     = local.db_connections.needed <= local.db_connections.available
+      error_message = "At full scale the tasks need ${local.db_connections.needed} database connections; ${var.db_instance_class} serves about ${local.db_connections.available} after the reserve. Lower worker_max_count, worker_threads, api_desired_count or api_db_pool_size, or choose a larger db_instance_class."
+    }
   }
 }
 

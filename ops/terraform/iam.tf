@@ -12,7 +12,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
   }
 }
 
-# Execution role: what ECS itself needs to start a task (pull, log, read the DB secret).
+# Execution role: what ECS itself needs to start a task (pull the images, write logs).
 resource "aws_iam_role" "execution" {
   count              = local.create_roles ? 1 : 0
   name               = "${var.name}-execution"
@@ -36,14 +36,29 @@ data "aws_iam_policy_document" "execution" {
     resources = [for group in aws_cloudwatch_log_group.app : "${group.arn}:*"]
   }
   statement {
+    sid       = "DecryptImages"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+# Every process reads the database password from the RDS-managed secret itself, at its first
+# connection and again after a rotation (models/credentials.py).
+data "aws_iam_policy_document" "read_database_password" {
+  statement {
     sid       = "ReadDatabasePassword"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [aws_db_instance.main.master_user_secret[0].secret_arn]
   }
   statement {
-    sid       = "DecryptImagesAndSecret"
+    sid       = "DecryptDatabasePassword"
     actions   = ["kms:Decrypt"]
     resources = [aws_kms_key.main.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${var.region}.amazonaws.com"]
+    }
   }
 }
 
@@ -54,7 +69,8 @@ resource "aws_iam_role_policy" "execution" {
   policy = data.aws_iam_policy_document.execution.json
 }
 
-# API task role: send calendar jobs (dramatiq-sqs also looks up the DLQ's URL).
+# API task role (also the migration task's): send calendar jobs (dramatiq-sqs also looks up
+# the DLQ's URL), read the database password.
 resource "aws_iam_role" "api" {
   count              = local.create_roles ? 1 : 0
   name               = "${var.name}-api"
@@ -62,6 +78,7 @@ resource "aws_iam_role" "api" {
 }
 
 data "aws_iam_policy_document" "api" {
+  source_policy_documents = [data.aws_iam_policy_document.read_database_password.json]
   statement {
     sid       = "SendJobs"
     actions   = ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
@@ -90,6 +107,7 @@ resource "aws_iam_role" "worker" {
 }
 
 data "aws_iam_policy_document" "worker" {
+  source_policy_documents = [data.aws_iam_policy_document.read_database_password.json]
   statement {
     sid = "ConsumeJobs"
     actions = [

@@ -15,35 +15,68 @@ locals {
 
   # models/settings.py: visibility = ceil(time limit) + SQS_VISIBILITY_MARGIN_S (30 s), so a
   # running job's message is never handed to a second worker.
-  job_time_limit_s      = ceil(var.job_time_limit_ms / 1000)
-  visibility_timeout_s  = local.job_time_limit_s + 30
-  worker_shutdown_ms    = 25000
-  worker_stop_timeout_s = 30 # > worker_shutdown_ms: running jobs are handed back first
-  api_port              = 6400
-  health_path           = "/api/v1/health"
-  message_retention_s   = 14 * 86400
-  db_name               = "taskoverflow"
-  db_username           = "taskoverflow"
-  create_roles          = var.existing_task_role_arn == null
-  vpc_id                = coalesce(var.vpc_id, data.aws_vpc.default.id)
-  subnet_ids            = coalesce(var.subnet_ids, data.aws_subnets.default.ids)
-  image_urls = {
-    for kind, repo in aws_ecr_repository.app : kind => "${repo.repository_url}:${var.image_tag}"
+  job_time_limit_s     = ceil(var.job_time_limit_ms / 1000)
+  visibility_timeout_s = local.job_time_limit_s + 30
+
+  # Worker shutdown on SIGTERM (ECS stop, scale-in, deploy): Dramatiq interrupts running jobs
+  # at once and waits up to worker_shutdown_ms for their threads (longer than the database's
+  # statement timeout, so even a job blocked in a query is interrupted by then), then stops
+  # its consumers, which finish their current long poll (SQS_WAIT_TIME_S, 5 s). stopTimeout
+  # (ECS's SIGKILL; at most 120 s on Fargate) leaves a margin after both.
+  db_statement_timeout_ms = 30000
+  worker_shutdown_ms      = 40000
+  sqs_wait_time_s         = 5
+  worker_stop_timeout_s   = 60
+
+  api_port    = 6400
+  health_path = "/api/v1/health"
+  # The load balancer asks the readiness route, which also reaches the database: a task that
+  # cannot (wrong URL, password, TLS option) never takes traffic, and a deployment of such
+  # tasks is rolled back by the circuit breaker. The container health check (liveness) stays
+  # on health_path, so a database outage does not make ECS restart healthy processes.
+  ready_path          = "/api/v1/health/ready"
+  message_retention_s = 14 * 86400
+  db_name             = "taskoverflow"
+  db_username         = "taskoverflow"
+  create_roles        = var.existing_task_role_arn == null
+
+  # Networking: the given subnets and the VPC they are in, or the default VPC's subnets.
+  use_default_vpc = var.subnet_ids == null
+  subnet_ids      = local.use_default_vpc ? data.aws_subnets.default[0].ids : var.subnet_ids
+  vpc_ids         = local.use_default_vpc ? [data.aws_vpc.default[0].id] : distinct([for s in data.aws_subnet.given : s.vpc_id])
+  vpc_id          = local.vpc_ids[0]
+
+  # Task definitions pin each image by digest, never by tag: a task can only start from the
+  # image that was pushed, and the plan fails early if it has not been.
+  image_digests = {
+    for kind in keys(aws_ecr_repository.app) : kind => (
+      var.build_images ? docker_registry_image.app[kind].sha256_digest : data.aws_ecr_image.app[kind].image_digest
+    )
+  }
+  image_refs = {
+    for kind, repo in aws_ecr_repository.app : kind => "${repo.repository_url}@${local.image_digests[kind]}"
   }
 }
 
+# The account's default VPC, read only when no subnets are given (accounts and regions
+# without one then still plan).
 data "aws_vpc" "default" {
+  count   = local.use_default_vpc ? 1 : 0
   default = true
 }
 
 data "aws_subnets" "default" {
+  count = local.use_default_vpc ? 1 : 0
   filter {
     name   = "vpc-id"
-    values = [data.aws_vpc.default.id]
+    values = [data.aws_vpc.default[0].id]
   }
 }
 
-data "aws_caller_identity" "current" {}
+data "aws_subnet" "given" {
+  for_each = toset(coalesce(var.subnet_ids, []))
+  id       = each.value
+}
 
 # --- Security groups: internet -> ALB -> API tasks; API + worker tasks -> RDS -------------
 
@@ -51,6 +84,14 @@ resource "aws_security_group" "alb" {
   name        = "${var.name}-alb"
   description = "TaskOverflow load balancer: HTTP(S) from the internet"
   vpc_id      = local.vpc_id
+
+  lifecycle {
+    # The load balancer, tasks and database share one VPC.
+    precondition {
+      condition     = length(local.vpc_ids) == 1
+      error_message = "subnet_ids are in several VPCs (${join(", ", local.vpc_ids)}): give subnets of one VPC."
+    }
+  }
 }
 
 resource "aws_vpc_security_group_ingress_rule" "alb_http" {

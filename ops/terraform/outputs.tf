@@ -28,13 +28,9 @@ output "cluster_name" {
   value       = aws_ecs_cluster.main.name
 }
 
-output "migrate_command" {
-  description = "Run the schema migration as a one-off task (before deploying new images)."
-  value = join(" ", [
-    "aws ecs run-task --region ${var.region} --cluster ${aws_ecs_cluster.main.name}",
-    "--launch-type FARGATE --task-definition ${aws_ecs_task_definition.migrate.family}",
-    "--network-configuration 'awsvpcConfiguration={subnets=[${join(",", local.subnet_ids)}],securityGroups=[${aws_security_group.tasks.id}],assignPublicIp=${var.assign_public_ip ? "ENABLED" : "DISABLED"}}'",
-  ])
+output "migration" {
+  description = "What ops/aws/run-migration.sh needs to run the migration task by hand: ops/aws/run-migration.sh \"$(terraform output -json migration)\"."
+  value       = local.migration
 }
 
 output "database_secret_arn" {

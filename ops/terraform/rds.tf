@@ -22,7 +22,8 @@ resource "aws_db_parameter_group" "main" {
     name  = "log_statement"
     value = "ddl"
   }
-  # Refuse unencrypted connections (the tasks connect with sslmode=require).
+  # Refuse unencrypted connections (the tasks connect with sslmode=require; the API turns it
+  # into asyncpg's ssl argument, api/database.py).
   parameter {
     name  = "rds.force_ssl"
     value = "1"
@@ -39,14 +40,16 @@ resource "aws_db_instance" "main" {
 
   db_name  = local.db_name
   username = local.db_username
-  # RDS generates the password and keeps it in Secrets Manager: it never passes through
-  # Terraform state. Tasks receive it as DB_PASSWORD (models/settings.py).
+  # RDS generates the password, keeps it in Secrets Manager and rotates it: it never passes
+  # through Terraform state. Tasks get the secret's ARN (DB_PASSWORD_SECRET_ARN) and read the
+  # password themselves, again whenever the database refuses it (models/credentials.py), so a
+  # rotation needs no restart.
   manage_master_user_password   = true
   master_user_secret_kms_key_id = aws_kms_key.main.key_id
 
   allocated_storage     = var.db_allocated_storage
   max_allocated_storage = var.db_allocated_storage * 5
-  storage_type          = "gp3"
+  storage_type          = var.db_storage_type
   storage_encrypted     = true
   kms_key_id            = aws_kms_key.main.arn
 
@@ -55,15 +58,52 @@ resource "aws_db_instance" "main" {
   publicly_accessible    = false
   parameter_group_name   = aws_db_parameter_group.main.name
 
-  multi_az                            = var.db_multi_az
-  backup_retention_period             = var.db_backup_retention_days
-  copy_tags_to_snapshot               = true
-  deletion_protection                 = var.db_deletion_protection
-  skip_final_snapshot                 = false
-  final_snapshot_identifier           = "${var.name}-final"
+  multi_az                = var.db_multi_az
+  backup_retention_period = var.db_backup_retention_days
+  copy_tags_to_snapshot   = true
+  deletion_protection     = var.deletion_protection
+  skip_final_snapshot     = false
+  # Unique per database: a fixed name would make the next create/destroy cycle fail on the
+  # snapshot the last one left. Fixed at creation (ignore_changes below).
+  final_snapshot_identifier           = "${var.name}-final-${formatdate("YYYYMMDDhhmmss", timestamp())}"
   auto_minor_version_upgrade          = true
   iam_database_authentication_enabled = true
   enabled_cloudwatch_logs_exports     = ["postgresql", "upgrade"]
   performance_insights_enabled        = true
   performance_insights_kms_key_id     = aws_kms_key.main.arn
+
+  lifecycle {
+    ignore_changes = [final_snapshot_identifier]
+  }
+}
+
+# --- Connection budget: every task at full scale must get its database connections --------
+locals {
+  # RDS sets PostgreSQL's max_connections to DBInstanceClassMemory / 9531392 (at most 5000).
+  # DBInstanceClassMemory is the class's memory less what RDS keeps for itself; taking about
+  # 300 MiB off gives these (check with SHOW max_connections on your instance).
+  db_memory_gib = {
+    "db.t3.micro"  = 1, "db.t4g.micro" = 1,
+    "db.t3.small"  = 2, "db.t4g.small" = 2,
+    "db.t3.medium" = 4, "db.t4g.medium" = 4,
+    "db.t3.large"  = 8, "db.t4g.large" = 8, "db.m5.large" = 8, "db.m6g.large" = 8, "db.m7g.large" = 8,
+    "db.r6g.large" = 16, "db.r7g.large" = 16, "db.m6g.xlarge" = 16, "db.m7g.xlarge" = 16,
+  }
+  # A class missing from the table counts as 0: the plan then stops at the worker service's
+  # precondition, asking for its memory here.
+  db_max_connections = max(0, min(5000, floor((lookup(local.db_memory_gib, var.db_instance_class, 0) * 1024 - 300) * 1048576 / 9531392)))
+
+  # Per process, from the code: the API's pool is DB_POOL_SIZE with no overflow
+  # (api/database.py); a worker process holds DRAMATIQ_THREADS + 1 (its reconciler) connections
+  # (models/database.py worker_pool_size). One more for a migration task.
+  db_connections = {
+    needed = (
+      var.api_desired_count * var.api_db_pool_size
+      + var.worker_max_count * (var.worker_threads + 1)
+      + 1
+    )
+    # RDS keeps 3 slots for superusers (superuser_reserved_connections); the rest of the
+    # reserve is for people and tools.
+    available = local.db_max_connections - 3 - var.db_connection_reserve
+  }
 }

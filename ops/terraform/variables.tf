@@ -21,16 +21,15 @@ variable "environment" {
   default     = "dev"
 }
 
-variable "vpc_id" {
-  description = "VPC to deploy into; null uses the account's default VPC (as in the Learner Lab)."
-  type        = string
-  default     = null
-}
-
 variable "subnet_ids" {
-  description = "Subnets for the load balancer, tasks and database (two or more AZs); null uses the default VPC's subnets."
+  description = "Subnets of one VPC for the load balancer, tasks and database (two or more AZs); the VPC is theirs. null: the default VPC's subnets (as in the Learner Lab)."
   type        = list(string)
   default     = null
+
+  validation {
+    condition     = var.subnet_ids == null || length(coalesce(var.subnet_ids, [])) >= 2
+    error_message = "subnet_ids needs subnets in at least two availability zones (the load balancer and RDS require it)."
+  }
 }
 
 variable "assign_public_ip" {
@@ -53,6 +52,12 @@ variable "image_tag" {
     condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
     error_message = "image_tag must be a valid Docker tag other than latest."
   }
+}
+
+variable "migrate_on_apply" {
+  description = "Run the schema migration task (ops/aws/run-migration.sh, needs the AWS CLI where terraform runs) after registering new task definitions and before the services roll out; false: run it yourself before deploying."
+  type        = bool
+  default     = true
 }
 
 variable "build_images" {
@@ -112,6 +117,17 @@ variable "api_desired_count" {
   default     = 2
 }
 
+variable "api_db_pool_size" {
+  description = "DB_POOL_SIZE of each API task: its database connections (and broker-send threads)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.api_db_pool_size >= 1
+    error_message = "api_db_pool_size must be at least 1."
+  }
+}
+
 variable "api_cpu" {
   description = "CPU units per API task (1024 = 1 vCPU)."
   type        = number
@@ -131,9 +147,9 @@ variable "worker_min_count" {
 }
 
 variable "worker_max_count" {
-  description = "Most worker tasks (autoscaling ceiling)."
+  description = "Most worker tasks (autoscaling ceiling). Each holds worker_threads + 1 database connections: the plan refuses a ceiling the database cannot serve (see db_connection_reserve)."
   type        = number
-  default     = 10
+  default     = 6
 
   validation {
     condition     = var.worker_max_count >= 1
@@ -166,9 +182,26 @@ variable "backlog_per_worker_target" {
 }
 
 variable "db_instance_class" {
-  description = "RDS instance class."
+  description = "RDS instance class (its memory sets max_connections; see rds.tf for the classes the connection budget knows)."
   type        = string
   default     = "db.t4g.micro"
+}
+
+variable "db_connection_reserve" {
+  description = "Database connections kept free at full scale for people and tools (psql, the RDS console, monitoring) besides the superuser slots RDS reserves."
+  type        = number
+  default     = 10
+}
+
+variable "db_storage_type" {
+  description = "RDS storage type: gp3, or gp2 where gp3 is not offered (the Learner Lab lists only gp2)."
+  type        = string
+  default     = "gp3"
+
+  validation {
+    condition     = contains(["gp2", "gp3"], var.db_storage_type)
+    error_message = "db_storage_type must be gp2 or gp3."
+  }
 }
 
 variable "db_allocated_storage" {
@@ -183,8 +216,8 @@ variable "db_multi_az" {
   default     = false
 }
 
-variable "db_deletion_protection" {
-  description = "Refuse to delete the database (turn off before `terraform destroy`)."
+variable "deletion_protection" {
+  description = "Protect the data: the database and load balancer refuse deletion, and ECR repositories holding images too. Set false (then apply) before `terraform destroy`."
   type        = bool
   default     = true
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import subprocess
 from functools import cache
@@ -17,6 +16,7 @@ import pytest
 from api.app import create_app
 from models.settings import SQS_MAX_DELAY_MS, SQS_VISIBILITY_MARGIN_S, Settings
 from models.sqs import queue_names
+from tests.deployment import task_definitions
 from tests.services import ROOT
 from workers.__main__ import LAUNCHER_ENV
 
@@ -63,14 +63,22 @@ def resource(kind: str, name: str) -> dict[str, Any]:
     raise KeyError(f"{kind}.{name}")
 
 
-def environment(name: str) -> set[str]:
-    """Variable names a task definition sets: a map local, or merge(common, {...})."""
-    value = locals_()[f"{name}_environment"]
-    if isinstance(value, dict):
-        return {k for k in value if not k.startswith("__")}
-    extra = set(re.findall(r"(\w+) = ", value))
-    assert "local.common_environment" in value
-    return environment("common") | extra
+FACTS = task_definitions.AwsFacts(
+    db_endpoint="db.example.internal:5432",
+    db_secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1",
+    repository_url="123456789012.dkr.ecr.us-east-1.amazonaws.com/taskoverflow-{kind}",
+    image_digests={"api": "sha256:" + "a" * 64, "worker": "sha256:" + "b" * 64},
+)
+
+
+@cache
+def containers() -> dict[str, dict[str, Any]]:
+    """The three container definitions as Terraform renders them (tests/deployment)."""
+    return task_definitions.container_definitions(task_definitions.render(FACTS))
+
+
+def environment(task: str) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in containers()[task]["environment"]}
 
 
 def test_standard_module_files_exist_and_every_file_parses():
@@ -193,10 +201,8 @@ def test_visibility_timeout_exceeds_the_time_limit_like_the_code_computes_it():
         resource("aws_sqs_queue", "jobs")["visibility_timeout_seconds"]
         == "${local.visibility_timeout_s}"
     )
-    assert (
-        locals_()["common_environment"]["SQS_VISIBILITY_TIMEOUT_S"]
-        == "${tostring(local.visibility_timeout_s)}"
-    )
+    for task in ("api", "worker"):
+        assert environment(task)["SQS_VISIBILITY_TIMEOUT_S"] == str(terraform_visibility)
 
 
 def test_redrive_and_retry_settings_agree():
@@ -219,49 +225,57 @@ def test_redrive_and_retry_settings_agree():
 
 @pytest.mark.parametrize("task", ["api", "worker", "migrate"])
 def test_task_environments_are_read_by_the_code(task: str):
-    """Every variable a task definition sets is one the code reads; required ones are set."""
-    names = environment(task) | {"DB_PASSWORD"}  # DB_PASSWORD comes from the secret
+    """Every variable a task definition sets is one the code reads, and the code accepts the
+    whole environment (as Settings.from_env would at start-up)."""
+    names = set(environment(task))
     assert names - set(Settings.env_names()) - READ_ELSEWHERE == set()
     assert "DATABASE_URL" in names
     if task != "migrate":
-        assert "BROKER_URL" in names
-        assert unquote(locals_()["common_environment"]["BROKER_URL"]) == "sqs://"
+        assert environment(task)["BROKER_URL"] == "sqs://"
+        Settings.from_env({**environment(task), "TASKOVERFLOW_ENV": "production"})
 
 
 def test_database_password_comes_from_the_rds_managed_secret():
-    """No password in Terraform state or task definitions: RDS manages it, ECS injects it."""
+    """No password in Terraform state or task definitions: RDS manages it, and every task
+    reads it from the secret itself (so it can read it again after a rotation)."""
     db = resource("aws_db_instance", "main")
     assert db["manage_master_user_password"] is True
     assert db["storage_encrypted"] is True
     assert db["publicly_accessible"] is False
-    (secret,) = locals_()["secrets"]
-    assert unquote(secret["name"]) == "DB_PASSWORD"
-    assert "master_user_secret[0].secret_arn" in secret["valueFrom"]
-    assert "DB_PASSWORD" in Settings.env_names()
-
-
-def test_health_check_path_and_port_are_the_apis():
-    """The ALB and container health checks use a route the app serves, on the image's port."""
-    path, port = unquote(locals_()["health_path"]), locals_()["api_port"]
-    routes = {route.path for route in create_app(code_settings()).routes}
-    assert path in routes
-    assert f"UVICORN_PORT={port}" in Path(ROOT, "Dockerfile.api").read_text()
-    health_check = resource("aws_lb_target_group", "api")["health_check"][0]
-    assert health_check["path"] == "${local.health_path}"
-
-
-def test_containers_are_non_root_read_only_and_stop_after_the_shutdown_timeout():
-    """user 10001, read-only root filesystem; worker stopTimeout > shutdown timeout, <= 120 s."""
-    base = locals_()["container_base"]
-    assert unquote(base["user"]).split(":")[0] not in ("", "0", "root")
-    assert base["readonlyRootFilesystem"] is True
     for task in ("api", "worker", "migrate"):
-        assert (
-            "merge(local.container_base"
-            in resource("aws_ecs_task_definition", task)["container_definitions"]
-        )
-    shutdown_ms, stop_s = locals_()["worker_shutdown_ms"], locals_()["worker_stop_timeout_s"]
-    assert shutdown_ms / 1000 < stop_s <= 120
+        assert environment(task)["DB_PASSWORD_SECRET_ARN"] == FACTS.db_secret_arn
+        assert "secrets" not in containers()[task]
+        assert "password" not in environment(task)["DATABASE_URL"]
+
+
+def test_health_check_paths_and_port_are_the_apis():
+    """The container health check (liveness) and the ALB's (readiness) are routes the app
+    serves, on the image's port."""
+    routes = {route.path for route in create_app(code_settings()).routes}
+    port = containers()["api"]["portMappings"][0]["containerPort"]
+    assert f"UVICORN_PORT={port}" in Path(ROOT, "Dockerfile.api").read_text()
+    liveness = containers()["api"]["healthCheck"]["command"][-1]
+    assert f"http://127.0.0.1:{port}/api/v1/health'" in liveness
+    assert "/api/v1/health" in routes
+    assert unquote(locals_()["ready_path"]) == "/api/v1/health/ready" in routes
+    health_check = resource("aws_lb_target_group", "api")["health_check"][0]
+    assert health_check["path"] == "${local.ready_path}"
+
+
+def test_containers_are_non_root_read_only_and_stop_after_the_shutdown():
+    """user 10001, read-only root filesystem, /tmp from the task volume; the worker's
+    stopTimeout leaves room for the thread wait and the consumers' last long poll."""
+    for task in containers().values():
+        assert task["user"].split(":")[0] not in ("", "0", "root")
+        assert task["readonlyRootFilesystem"] is True
+        assert task["mountPoints"] == [
+            {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}
+        ]
+    worker = environment("worker")
+    shutdown_s = int(worker["WORKER_SHUTDOWN_TIMEOUT_MS"]) / 1000
+    long_poll_s = int(worker["SQS_WAIT_TIME_S"])
+    assert shutdown_s > int(worker["DB_STATEMENT_TIMEOUT_MS"]) / 1000
+    assert shutdown_s + long_poll_s + 10 <= containers()["worker"]["stopTimeout"] <= 120
 
 
 def test_workers_scale_on_backlog_per_task():

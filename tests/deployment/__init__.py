@@ -1,0 +1,1 @@
+"""Deployment checks: Terraform, the ECS task definitions run under podman, compose."""
