@@ -128,12 +128,20 @@ typecheck: $(STAMP) ## mypy over api, workers and models
 check-terraform: $(STAMP) ## Offline checks of ops/terraform: fmt (if terraform is installed), checkov, HCL ties to the code
 	@if command -v terraform >/dev/null; then terraform fmt -check -recursive ops/terraform; fi
 	cd ops && ../$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --quiet
-	$(BIN)/pytest -q tests/unit/test_terraform.py
+	$(BIN)/pytest -q tests/deployment/test_terraform.py tests/deployment/test_first_apply.py tests/deployment/test_terraform_schema.py
 
 .PHONY: chaos
 chaos: $(STAMP) ## Full chaos runs (Redis 1,000 jobs, SQS 300) with faults; figures in docs/RELIABILITY.md
 	$(PY) -m tests.chaos.harness --broker redis --jobs 1000 --kills 10 --sigterms 3 --outage-s 10 --seconds 90
 	$(PY) -m tests.chaos.harness --broker sqs --jobs 300 --kills 10 --sigterms 3 --seconds 60
+
+.PHONY: aws-parity
+aws-parity: $(STAMP) ## Run the ECS task definitions from ops/terraform under podman (TLS Postgres, moto): migrate, serve, job, password rotation, SIGTERM
+	$(PY) -m tests.deployment.parity.harness
+
+.PHONY: compose-check
+compose-check: $(STAMP) ## Bring compose.yaml up with podman-compose (third-party images built locally), scale workers, run a job, tear down
+	$(BIN)/pytest -q tests/deployment/test_compose.py
 
 .PHONY: images-smoke
 images-smoke: ## Build both images with podman and run them: migrate, API, 2 workers, a job, SIGTERM

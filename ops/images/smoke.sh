@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds both images with podman on the local stand-in base, then runs them for real against
+# Builds both images with podman (on ops/images/base-image.sh's base), then runs them for real against
 # this machine's Postgres and Redis (host network): migrate, the API, two workers; drives a
 # calendar job through the API container; SIGTERMs the worker that is busy with a big job and
 # checks it stops cleanly and the job still completes. Tears everything down. `make images-smoke`.
@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "base image"
-base=$(../shared/containers/standin-base.sh | tail -n 1)
+base=$(ops/images/base-image.sh | tail -n 1)
 echo "$base"
 
 say "build (the worker build reuses the API build's dependency layer)"
