@@ -9,9 +9,9 @@ connection.
 Rotation: a secret is read once and cached. When the database refuses the cached password
 (SQLSTATE 28P01), the secret is read again and the connection retried with the new value, so
 new connections keep working after a rotation with no restart; connections already open are
-unaffected (Postgres checks the password only when a connection starts). Re-reads are spaced
-at least ``REFRESH_INTERVAL_S`` apart, so a password that is really wrong costs one Secrets
-Manager call per interval, not one per connection attempt.
+unaffected (Postgres checks the password only when a connection starts). A re-read that
+finds the same password holds off the next for ``REFRESH_INTERVAL_S``, so a password that is
+really wrong costs one Secrets Manager call per interval, not one per connection attempt.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from sqlalchemy import Engine, event
 
 log = structlog.get_logger("database")
 
-#: Fewest seconds between two reads of the secret triggered by refused passwords.
+#: After a re-read found the same password, refusals in the next this many seconds do not
+#: read the secret again.
 REFRESH_INTERVAL_S = 5.0
 
 #: SQLSTATE invalid_password: the server refused the password itself (not the host, the user
@@ -76,7 +77,10 @@ class DatabasePassword:
         self._read = read
         self._interval = refresh_interval_s
         self._clock = clock
-        self._read_at: float | None = None
+        self._loaded = read is None
+        # When a re-read last found the same password: until the interval has passed, more
+        # refusals do not read again (the password is wrong, or the rotation is half done).
+        self._unchanged_at: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -84,24 +88,28 @@ class DatabasePassword:
         return self._read is not None
 
     def current(self) -> str | None:
-        if self._read is not None and self._read_at is None:
-            self.refresh()
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded and self._read is not None:
+                    self._value = self._read()
+                    self._loaded = True
         return self._value
 
     def refresh(self) -> bool:
-        """Read the store again; True if that gave a different password."""
+        """Read the store again after a refusal; True if that gave a different password."""
         if self._read is None:
             return False
         with self._lock:
             now = self._clock()
-            if self._read_at is not None and now - self._read_at < self._interval:
+            if self._unchanged_at is not None and now - self._unchanged_at < self._interval:
                 return False
-            self._read_at = now
             value = self._read()
             changed = value != self._value
             self._value = value
+            self._loaded = True
+            self._unchanged_at = None if changed else now
         if changed:
-            log.info("database password read from its secret")
+            log.info("database password read again from its secret")
         return changed
 
 

@@ -35,17 +35,29 @@ def test_a_secret_is_read_once_then_cached():
     assert store.reads == 1
 
 
-def test_a_refusal_reads_the_rotated_secret_but_no_more_than_once_per_interval():
+def test_a_refusal_reads_the_rotated_secret_at_once():
+    """Even right after the first read: a rotation can come at any moment."""
     store, clock = Store("first"), Clock()
     password = DatabasePassword(read=store.read, refresh_interval_s=5, clock=clock)
     password.current()
-    store.value = "second"  # rotated
-    clock.now = 10
+    store.value = "second"  # rotated a moment later
+    clock.now = 0.1
     assert password.refresh() is True
     assert password.current() == "second"
-    clock.now = 12  # a wrong password refused again and again: one read per interval
-    assert password.refresh() is False
     assert store.reads == 2
+
+
+def test_a_password_that_stays_wrong_is_read_once_per_interval():
+    store, clock = Store("wrong"), Clock()
+    password = DatabasePassword(read=store.read, refresh_interval_s=5, clock=clock)
+    password.current()
+    for now in (1, 2, 3):  # refused again and again: one re-read, then none for 5 s
+        clock.now = now
+        assert password.refresh() is False
+    assert store.reads == 2
+    clock.now = 6.5
+    password.refresh()
+    assert store.reads == 3
 
 
 def test_a_fixed_password_never_changes():
