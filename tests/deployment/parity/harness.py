@@ -143,7 +143,16 @@ class Stack:
         return full
 
     def logs(self, container: str, tail: int = 40) -> str:
-        return podman("logs", "--tail", str(tail), container, check=False, timeout=30)
+        """The container's output (its stdout and stderr, as CloudWatch would have them)."""
+        done = subprocess.run(
+            [*PODMAN, "logs", "--tail", str(tail), container],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return done.stdout.strip()
 
     def close(self) -> None:
         for container in reversed(self.containers):
@@ -521,7 +530,9 @@ def _check_calendar(api: str, job: str, summary: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
-    figures = run(keep=parser.parse_args().keep)
+    parser.add_argument("--tag", default="parity", help="tag of the images built and run")
+    args = parser.parse_args()
+    figures = run(args.tag, keep=args.keep)
     say("passed: " + json.dumps(figures))
 
 
