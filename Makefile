@@ -141,7 +141,7 @@ aws-parity: $(STAMP) ## Run the ECS task definitions from ops/terraform under po
 
 .PHONY: compose-check
 compose-check: $(STAMP) ## Bring compose.yaml up with podman-compose (third-party images built locally), scale workers, run a job, tear down
-	$(BIN)/pytest -q tests/deployment/test_compose.py
+	$(BIN)/pytest -v -p no:cacheprovider tests/deployment/test_compose.py
 
 .PHONY: images-smoke
 images-smoke: ## Build both images with podman and run them: migrate, API, 2 workers, a job, SIGTERM
