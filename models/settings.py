@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from models.credentials import DatabasePassword, read_secret_password
 
 #: SQS rejects a message delay above 15 minutes; dramatiq-sqs swallows that error and
-#: deletes the message, so no retry backoff may ever exceed it (ARCHITECTURE.md §4).
+#: deletes the message, so no retry backoff may ever exceed it (README, "Running on SQS").
 SQS_MAX_DELAY_MS = 900_000
 
 #: Default SQS visibility timeout = job time limit + this: room for the attempt to finish,

@@ -3,7 +3,7 @@
 dramatiq-sqs 0.4.4 (pinned exactly) defaults to a 12-hour visibility timeout, no dead-letter
 queue, queues created on first use, unbounded network waits, and the worker's idle poll
 interval as its long-poll wait. ``JobSQSBroker`` fixes each of those from our settings; see
-ARCHITECTURE.md §4 and the README's "Running on SQS".
+the README's "Running on SQS".
 """
 
 from __future__ import annotations

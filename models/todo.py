@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base
 from models.clock import utcnow
 
-#: Limits from the public contract (API_CONTRACT.md §2); the API validates against them.
+#: Limits from the public contract (docs/API.md); the API validates against them.
 TITLE_MAX_LENGTH = 80
 DESCRIPTION_MAX_LENGTH = 120
 

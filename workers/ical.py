@@ -1,8 +1,8 @@
 """A streaming RFC 5545 writer for todo calendars.
 
-The ``icalendar`` library builds a whole object tree first (≈ 1 s and hundreds of MiB per
-100,000 events, ARCHITECTURE.md §5); this writes one content line at a time, so time and
-memory grow linearly with the output. Tests parse every result back with ``icalendar``.
+The ``icalendar`` library builds a whole object tree before it writes anything, so a large
+calendar costs many times its own size in memory; this writes one content line at a time,
+so time and memory grow linearly with the output. Tests parse every result back with ``icalendar``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""/api/v1/todos/ical: submit a calendar job, poll its status, fetch its result (§3)."""
+"""/api/v1/todos/ical: submit a calendar job, poll its status, fetch its result (docs/API.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/api/v1/todos: list, read, create, update, delete (API_CONTRACT.md §2)."""
+"""/api/v1/todos: list, read, create, update, delete (docs/API.md)."""
 
 from __future__ import annotations
 

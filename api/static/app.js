@@ -1,4 +1,4 @@
-// TaskOverflow web page: plain JavaScript against the public API (API_CONTRACT.md).
+// TaskOverflow web page: plain JavaScript against the public API (docs/API.md).
 "use strict";
 
 const API = "/api/v1";
