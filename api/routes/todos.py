@@ -54,7 +54,13 @@ class TodoController(Controller):
         self,
         state: State,
         completed: Annotated[
-            str | None, QueryParameter(description="true or false: only todos with it")
+            str | None,
+            QueryParameter(
+                description="true or false: only todos with it",
+                # Documented, not enforced by Litestar: parse_completed_filter answers
+                # anything else with our own 400 message.
+                schema_extra={"enum": ["true", "false"]},
+            ),
         ] = None,
         window: Annotated[
             str | None,
