@@ -148,6 +148,6 @@ images-smoke: ## Build both images with podman and run them: migrate, API, 2 wor
 	ops/images/smoke.sh
 
 .PHONY: bench
-bench: $(STAMP) ## P1-P7 against the seed design (Flask + Celery), side by side (BENCH_ARGS=--record ...)
+bench: $(STAMP) ## P1-P7 for ours; beside the seed design with BENCH_ARGS="--seed DIR" or SEED_BENCH=DIR (also --record, --only)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	$(PY) ops/bench/compare.py $(BENCH_ARGS)

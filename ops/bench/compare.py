@@ -1,14 +1,17 @@
-"""Side-by-side benchmark: TaskOverflow and the seed design (Flask + Celery), same run.
+"""TaskOverflow's benchmark, optionally side by side with the seed design (Flask + Celery).
 
-Starts the seed design with ../shared/bench/start-seed-anchor.sh (port 6401) and ours (API on
-port 6402, workers through ``python -m workers``, database taskoverflow_bench, Redis db 2),
-runs the workloads P1-P7 of issue 8 against both with the shared clients
-(../shared/bench/jobs_e2e.py and api_rps.sh), prints one table with both figures and the
-ratio, and stops everything it started.
+Starts ours (API on port 6402, workers through ``python -m workers``, database
+taskoverflow_bench, Redis db 2) and, when given a folder holding the seed design's
+``start-seed-anchor.sh`` (``--seed DIR`` or ``SEED_BENCH=DIR``; it serves on port 6401), the
+seed design too. Runs the workloads P1-P7 against each with the same clients
+(``jobs_client.py`` and ``api_rps.sh`` beside this file), prints one table with the figures,
+the ratio and the target, and stops everything it started. Without the seed design, the
+table holds ours alone and only the absolute targets are judged.
 
-    make bench                               # everything (~6 minutes)
-    python ops/bench/compare.py --only P1,P5 # some workloads
-    python ops/bench/compare.py --record     # also rewrite the results in docs/BENCHMARKS.md
+    make bench                                  # ours alone (~3 minutes)
+    make bench BENCH_ARGS="--seed /path/to/seed" # beside the seed design (~6 minutes)
+    python ops/bench/compare.py --only P1,P5    # some workloads
+    python ops/bench/compare.py --record        # also rewrite the results in docs/BENCHMARKS.md
 
 Only same-run ratios mean anything: these machines drift 20-30 % between runs. Our processes
 run with production settings (LOG_LEVEL=INFO, JSON lines), logging to /dev/null.
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_BENCH = Path(os.environ.get("SHARED_BENCH", ROOT.parent / "shared" / "bench"))
+HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 OURS = "http://127.0.0.1:6402"
 SEED = "http://127.0.0.1:6401"
@@ -70,6 +73,8 @@ class Row:
         if not match:
             return None
         kind, op, bound_s = match.groups()
+        if kind == "ratio" and self.seed is None:
+            return None  # no seed design in this run: nothing to compare with
         value = self.ratio if kind == "ratio" else self.ours
         if value is None:
             return False
@@ -82,6 +87,11 @@ class Bench:
     args: argparse.Namespace
     rows: list[Row] = field(default_factory=list)
     raw: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> str | None:
+        """The seed design's URL, when it runs beside ours."""
+        return SEED if self.args.seed else None
 
     def add(self, *row_args: object) -> None:
         row = Row(*row_args)  # type: ignore[arg-type]
@@ -123,9 +133,9 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"bench: nothing answering at {url}")
 
 
-def start_seed() -> list[int]:
+def start_seed(folder: Path) -> list[int]:
     out = subprocess.run(
-        [str(SHARED_BENCH / "start-seed-anchor.sh")], check=True, capture_output=True, text=True
+        [str(folder / "start-seed-anchor.sh")], check=True, capture_output=True, text=True
     ).stdout
     print("  " + out.strip().splitlines()[-1], flush=True)
     return [int(pid) for pid in re.findall(r"^(?:gunicorn|celery) (\d+)$", out, re.M)]
@@ -251,11 +261,14 @@ def fill_todos(database: str, count: int) -> None:
 # --- clients -------------------------------------------------------------------------------
 
 
-def jobs_e2e(base: str, jobs: int, concurrency: int, todos: int) -> dict[str, float] | None:
+def jobs_e2e(base: str | None, jobs: int, concurrency: int, todos: int) -> dict[str, Any] | None:
+    """jobs_client.py against ``base`` (None: a system not in this run)."""
+    if base is None:
+        return None
     out = subprocess.run(
         [
             str(BIN / "python"),
-            str(SHARED_BENCH / "jobs_e2e.py"),
+            str(HERE / "jobs_client.py"),
             base,
             "--jobs",
             str(jobs),
@@ -275,9 +288,11 @@ def jobs_e2e(base: str, jobs: int, concurrency: int, todos: int) -> dict[str, fl
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def api_rps(base: str, seconds: int) -> dict[str, dict[str, Any]]:
+def api_rps(base: str | None, seconds: int) -> dict[str, dict[str, Any]] | None:
+    if base is None:
+        return None
     out = subprocess.run(
-        [str(SHARED_BENCH / "api_rps.sh"), base, str(seconds)],
+        [str(HERE / "api_rps.sh"), base, str(seconds)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -293,7 +308,7 @@ def api_rps(base: str, seconds: int) -> dict[str, dict[str, Any]]:
     return by_kind
 
 
-def get(result: dict[str, float] | None, key: str) -> float | None:
+def get(result: dict[str, Any] | None, key: str) -> float | None:
     return None if result is None else float(result[key])
 
 
@@ -302,7 +317,7 @@ def get(result: dict[str, float] | None, key: str) -> float | None:
 
 def both(b: Bench, key: str, jobs: int, concurrency: int, todos: int) -> tuple[Any, Any]:
     """The same jobs_e2e workload against the seed, then ours; kept in the raw output."""
-    seed = jobs_e2e(SEED, jobs, concurrency, todos)
+    seed = jobs_e2e(b.seed, jobs, concurrency, todos)
     ours = jobs_e2e(OURS, jobs, concurrency, todos)
     b.raw[key] = {"seed": seed, "ours": ours}
     return seed, ours
@@ -319,11 +334,11 @@ def p7(b: Bench) -> None:
     """Each sample after >= IDLE seconds with no work; seed and ours alternate, so each is
     idle while the other runs its sample."""
     samples: dict[str, list[float]] = {"seed": [], "ours": []}
-    for base in (SEED, OURS):
+    for base in (b.seed, OURS):
         jobs_e2e(base, 1, 1, 20)  # the todo count settles outside the timed samples
     for _ in range(b.args.idle_samples):
         time.sleep(b.args.idle_s)
-        for name, base in (("seed", SEED), ("ours", OURS)):
+        for name, base in (("seed", b.seed), ("ours", OURS)):
             result = jobs_e2e(base, 1, 1, 20)
             if result is not None:
                 samples[name].append(result["p50_ms"])
@@ -336,18 +351,15 @@ def p7(b: Bench) -> None:
 
     label = f"one job after {b.args.idle_s:g} s idle ({b.args.idle_samples} samples)"
     b.add("P7", label, "p95 ms", p95(samples["seed"]), p95(samples["ours"]), "abs<=150")
-    b.add(
-        "P7",
-        label,
-        "p50 ms",
-        statistics.median(samples["seed"] or [0]),
-        statistics.median(samples["ours"] or [0]),
-        "-",
-    )
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    b.add("P7", label, "p50 ms", median(samples["seed"]), median(samples["ours"]), "-")
 
 
 def p5_p6(b: Bench) -> None:
-    seed, ours = api_rps(SEED, b.args.wrk_s), api_rps(OURS, b.args.wrk_s)
+    seed, ours = api_rps(b.seed, b.args.wrk_s), api_rps(OURS, b.args.wrk_s)
     b.raw["P5/P6"] = {"seed": seed, "ours": ours}
     for key, kind, label in (
         ("P5", "id", "GET /api/v1/todos/{id}, wrk -t2 -c32"),
@@ -358,8 +370,8 @@ def p5_p6(b: Bench) -> None:
             key,
             label,
             "req/s",
-            float(seed[kind]["rps"]),
-            float(ours[kind]["rps"]),
+            None if seed is None else float(seed[kind]["rps"]),
+            None if ours is None else float(ours[kind]["rps"]),
             "ratio>=2" if key != "-" else "-",
         )
 
@@ -373,7 +385,7 @@ def p2(b: Bench) -> None:
 def one_big_calendar(b: Bench, key: str, todos: int, samples: int, target: str) -> None:
     """One client, ``samples`` jobs in a row on ``todos`` todos (inserted in SQL): the median
     POST -> SUCCESS time."""
-    for database in (SEED_DB, OURS_DB):
+    for database in (SEED_DB, OURS_DB) if b.seed else (OURS_DB,):
         fill_todos(database, todos)
     seed, ours = both(b, key, samples, 1, todos)
     label = f"one {todos:,}-todo calendar, POST -> SUCCESS (median of {samples})"
@@ -391,7 +403,7 @@ def p4(b: Bench) -> None:
         "P4",
         "worker peak RSS (VmHWM, largest worker process)",
         "MiB",
-        peak_rss_mib(r"celery .*worker"),
+        peak_rss_mib(r"celery .*worker") if b.seed else None,
         peak_rss_mib(r"dramatiq workers\.main"),
         "abs<=200",
     )
@@ -461,7 +473,9 @@ def report(b: Bench, started: str, took: float, host: str) -> str:
             f"- ours: uvicorn x{a.api_workers}; `python -m workers` with WORKER_PROCESSES="
             f"{a.processes}, DRAMATIQ_THREADS={a.threads}; LOG_LEVEL={a.log_level} (JSON)",
             "- seed: gunicorn -w 3 (sync), celery --concurrency 2 (prefork), Redis broker and "
-            "result backend",
+            "result backend"
+            if b.seed
+            else "- seed: not in this run (ours alone; ratio targets not judged)",
             "",
             table(b),
             "",
@@ -487,7 +501,8 @@ def systems(args: argparse.Namespace) -> Iterator[None]:
     seed_pids: list[int] = []
     ours: list[subprocess.Popen[bytes]] = []
     try:
-        seed_pids = start_seed()
+        if args.seed:
+            seed_pids = start_seed(args.seed)
         ours = start_ours(args)
         yield
     finally:
@@ -510,7 +525,18 @@ def main() -> int:
     parser.add_argument("--idle-samples", type=int, default=20)
     parser.add_argument("--idle-s", type=float, default=5.0)
     parser.add_argument("--wrk-s", type=int, default=8)
+    parser.add_argument(
+        "--seed",
+        type=Path,
+        default=os.environ.get("SEED_BENCH") or None,
+        help="folder holding the seed design's start-seed-anchor.sh (default: $SEED_BENCH); "
+        "without it, ours alone",
+    )
     args = parser.parse_args()
+    if args.seed is not None:
+        args.seed = Path(args.seed)
+        if not (args.seed / "start-seed-anchor.sh").is_file():
+            parser.error(f"--seed {args.seed}: no start-seed-anchor.sh there")
     if args.quick:
         args.only = "P1"
     chosen = [k.strip().upper() for k in args.only.split(",") if k.strip()] or list(WORKLOADS)
@@ -531,7 +557,8 @@ def main() -> int:
     print(f"machine: {host}", flush=True)
     with systems(args):
         for database, jobs in ((SEED_DB, False), (OURS_DB, True)):
-            reset(database, jobs=jobs)
+            if database == OURS_DB or args.seed:
+                reset(database, jobs=jobs)
         for key in [k for k in WORKLOADS if k in chosen]:
             print(f"{key}…", flush=True)
             WORKLOADS[key](bench)
