@@ -36,17 +36,17 @@ REFRESH_INTERVAL_S = 5.0
 INVALID_PASSWORD_SQLSTATE = "28P01"  # noqa: S105 (an error code, not a password)
 
 
-def read_secret_password(secret_arn: str, endpoint_url: str | None = None) -> str:
+def read_secret_password(secret_arn: str) -> str:
     """The ``password`` field of a JSON secret (the RDS-managed form), or the whole string.
 
-    The region is the ARN's own (arn:aws:secretsmanager:<region>:...); the endpoint comes
-    from ``endpoint_url`` or boto3's usual configuration (AWS_ENDPOINT_URL...).
+    The region is the ARN's own (arn:aws:secretsmanager:<region>:...); the endpoint is
+    boto3's usual one (AWS_ENDPOINT_URL points it elsewhere, e.g. at a local moto server).
     """
     import boto3  # only processes configured with a secret load boto3
 
     parts = secret_arn.split(":")
     region = parts[3] if len(parts) > 3 and parts[0] == "arn" else None
-    client = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
+    client = boto3.client("secretsmanager", region_name=region)
     value = client.get_secret_value(SecretId=secret_arn)["SecretString"]
     try:
         document = json.loads(value)
@@ -60,7 +60,8 @@ def read_secret_password(secret_arn: str, endpoint_url: str | None = None) -> st
 class DatabasePassword:
     """The current password for new connections; thread-safe.
 
-    ``fixed``: a password that never changes (DB_PASSWORD or the URL's), or None for none.
+    ``fixed``: a password that never changes (DB_PASSWORD), or None to leave the driver
+    whatever DATABASE_URL says.
     ``read``: a function returning the password from its store (the secret); when given,
     it is called on first use and again after the database refuses the password.
     """
@@ -82,10 +83,6 @@ class DatabasePassword:
         # refusals do not read again (the password is wrong, or the rotation is half done).
         self._unchanged_at: float | None = None
         self._lock = threading.Lock()
-
-    @property
-    def refreshable(self) -> bool:
-        return self._read is not None
 
     def current(self) -> str | None:
         if not self._loaded:
