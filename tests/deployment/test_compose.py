@@ -31,10 +31,11 @@ import pytest
 import yaml
 
 from tests.deployment.compose import stack as compose
-from tests.deployment.compose.stack import ComposeFailure, HealthScheduler, Stack
+from tests.deployment.compose.stack import HealthScheduler, Stack
+from tests.deployment.podman import DeploymentFailure, base_image
 from tests.processes import free_port
 
-# No skip without podman: compose.base_image() (ops/images/base-image.sh) installs it.
+# No skip without podman: base_image() (ops/images/base-image.sh) installs it.
 pytestmark = pytest.mark.deployment
 
 UP_TIMEOUT_S = 240
@@ -52,7 +53,7 @@ Mutation = Callable[[dict[str, Any]], None]
 def images(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Builds the stand-ins, and our own images with podman-compose itself (from the working
     tree, so the stack runs this code); returns the base image."""
-    base = compose.base_image()
+    base = base_image()
     compose.standin_images(base)
     stack = Stack(
         compose.COMPOSE_FILE,
@@ -62,7 +63,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
     done = stack.compose("build", "api", "worker", timeout=compose.BUILD_TIMEOUT_S)
     if done.returncode != 0:
-        raise ComposeFailure(
+        raise DeploymentFailure(
             f"podman-compose build exited {done.returncode}:\n{done.stderr[-3000:]}"
         )
     return base
@@ -122,7 +123,7 @@ def test_mutated_compose_fails(
     """The same checks on a copy of compose.yaml with one thing removed fail, and with the
     failure that removal causes: they do check what they claim to."""
     stack, port = new_stack(mutated_copy(mutation, tmp_path), tmp_path, images, "redis")
-    with pytest.raises(ComposeFailure, match=failure) as caught:
+    with pytest.raises(DeploymentFailure, match=failure) as caught:
         run_and_tear_down(stack, port)
     print(f"{stack.project} failed as it must: {caught.value}")
 
@@ -150,7 +151,9 @@ def run_and_tear_down(stack: Stack, port: int) -> None:
     try:
         up = stack.compose("up", "-d", "--scale", f"worker={WORKERS}", timeout=UP_TIMEOUT_S)
         if up.returncode != 0:
-            raise ComposeFailure(f"podman-compose up exited {up.returncode}:\n{up.stderr[-3000:]}")
+            raise DeploymentFailure(
+                f"podman-compose up exited {up.returncode}:\n{up.stderr[-3000:]}"
+            )
         check_stack(stack, scheduler, port)
     finally:
         scheduler.stop()
@@ -201,7 +204,7 @@ def check_stack(stack: Stack, scheduler: HealthScheduler, port: int) -> None:
     by_service = {name: stack.service(name) for name in expected}
     counts = {name: len(found) for name, found in by_service.items()}
     if counts != expected:
-        raise ComposeFailure(f"containers per service: {counts}, expected {expected}")
+        raise DeploymentFailure(f"containers per service: {counts}, expected {expected}")
 
     check_gates(stack, scheduler, by_service)
     api_url = f"http://127.0.0.1:{port}"
@@ -232,7 +235,7 @@ def check_gates(
     wait_for(f"{name} to exit", lambda: stack.containers()[name]["State"]["Status"] == "exited")
     state = stack.containers()[name]["State"]
     if state["Status"] != "exited" or state["ExitCode"] != 0:
-        raise ComposeFailure(
+        raise DeploymentFailure(
             f"{name} is {state['Status']} (exit code {state['ExitCode']}), expected exited 0:\n"
             + stack.logs(name)
         )
@@ -240,16 +243,16 @@ def check_gates(
     postgres = by_service["postgres"][0]["Name"]
     redis = by_service["redis"][0]["Name"]
     if postgres not in scheduler.first_pass or started < scheduler.first_pass[postgres]:
-        raise ComposeFailure(f"{name} started before {postgres} was healthy")
+        raise DeploymentFailure(f"{name} started before {postgres} was healthy")
     for dependent in by_service["api"] + by_service["worker"]:
         began = compose.parse_time(dependent["State"]["StartedAt"])
         if began < finished:
-            raise ComposeFailure(
+            raise DeploymentFailure(
                 f"{dependent['Name']} started at {dependent['State']['StartedAt']}, "
                 f"{finished - began:.1f} s before migrate finished ({state['FinishedAt']})"
             )
         if redis not in scheduler.first_pass or began < scheduler.first_pass[redis]:
-            raise ComposeFailure(f"{dependent['Name']} started before {redis} was healthy")
+            raise DeploymentFailure(f"{dependent['Name']} started before {redis} was healthy")
 
 
 def check_workers_up(stack: Stack, workers: list[str]) -> None:
@@ -258,7 +261,7 @@ def check_workers_up(stack: Stack, workers: list[str]) -> None:
         state = containers[name]["State"]
         restarts = containers[name].get("RestartCount", 0)
         if state["Status"] != "running" or restarts:
-            raise ComposeFailure(
+            raise DeploymentFailure(
                 f"worker container {name} did not stay up: {state['Status']}, "
                 f"{restarts} restart(s); its log:\n{stack.logs(name, tail=6)}"
             )
@@ -293,7 +296,7 @@ def check_names_resolve(stack: Stack, services: dict[str, int], *containers: str
         )
         outside = {host: addr for host, (addr, inside) in answer.items() if not inside}
         if outside:
-            raise ComposeFailure(f"from {container}, names resolve outside {subnet}: {outside}")
+            raise DeploymentFailure(f"from {container}, names resolve outside {subnet}: {outside}")
 
 
 def check_calendar_job(stack: Stack, api_url: str, workers: list[str]) -> None:
@@ -319,7 +322,7 @@ def check_calendar_job(stack: Stack, api_url: str, workers: list[str]) -> None:
 
     wait_for(f"the calendar job at {task_url}", finished, JOB_TIMEOUT_S)
     if task["task_status"] != "SUCCESS":
-        raise ComposeFailure(f"calendar job: {task}")
+        raise DeploymentFailure(f"calendar job: {task}")
     status, headers, body = http("GET", task["result_url"])
     assert status == 200, f"GET {task['result_url']}: {status}"
     assert headers.get("content-type", "").startswith("text/calendar"), headers
@@ -339,7 +342,7 @@ def check_jobs_went_through_sqs(stack: Stack, worker: str) -> None:
     """With BROKER_URL=sqs://, the job queues exist on the sqs service (moto)."""
     queues = json.loads(compose.podman("exec", worker, "python", "-c", _LIST_QUEUES))
     if not queues or not all(urlsplit(q).hostname == "sqs" for q in queues):
-        raise ComposeFailure(f"no job queues on the sqs service: {queues}")
+        raise DeploymentFailure(f"no job queues on the sqs service: {queues}")
 
 
 def http(
@@ -347,7 +350,7 @@ def http(
 ) -> tuple[int, dict[str, str], bytes]:
     """One request, never through a proxy, and only ever to 127.0.0.1."""
     if urlsplit(url).hostname != "127.0.0.1":
-        raise ComposeFailure(f"refusing to send a request anywhere but 127.0.0.1: {url}")
+        raise DeploymentFailure(f"refusing to send a request anywhere but 127.0.0.1: {url}")
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -370,5 +373,5 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = READY_TI
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise ComposeFailure(f"timed out after {timeout} s waiting for {what}")
+            raise DeploymentFailure(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.5)

@@ -20,6 +20,7 @@ import pytest
 from models.database import worker_pool_size
 from models.settings import Settings
 from tests.deployment import task_definitions
+from tests.deployment.podman import PODMAN
 from tests.deployment.test_terraform import (
     FACTS,
     containers,
@@ -357,7 +358,7 @@ def test_13_git_ignores_terraform_state_providers_and_checkovs_venv():
 def test_13_the_build_context_leaves_them_out(tmp_path: Path, base_image: str):
     """podman (like docker) reads .dockerignore: build from a context holding the leaks
     and list what the build could see."""
-    podman = ["podman", "--runtime", "runc"]
+    podman = PODMAN
     (tmp_path / ".dockerignore").write_text(Path(ROOT, ".dockerignore").read_text())
     for leak in [*LEAKS, "models/kept.py"]:
         (tmp_path / leak).parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from tests.deployment.podman import PODMAN, DeploymentFailure, logs, podman
 from tests.services import ROOT
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +38,6 @@ REPO = Path(ROOT)
 COMPOSE_FILE = REPO / "compose.yaml"
 OVERRIDE = HERE / "compose.standins.yaml"
 SHIM = HERE / "podman_shim.py"
-PODMAN = ("podman", "--runtime", "runc")
 #: The stand-in for each third-party service, built from <name>.Containerfile here.
 CONTAINERFILES = {"postgres": "postgres", "redis": "redis", "sqs": "moto"}
 #: podman-compose releases known to run compose.yaml (depends_on conditions, --scale).
@@ -46,48 +46,22 @@ MIN_PODMAN_COMPOSE = (1, 6, 0)
 BUILD_TIMEOUT_S = 1200
 
 
-class ComposeFailure(AssertionError):
-    """compose.yaml did not come up, or behave, as it must."""
-
-
-def podman(*args: str, timeout: float = 60, check: bool = True) -> str:
-    done = subprocess.run(
-        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and done.returncode != 0:
-        raise ComposeFailure(f"podman {' '.join(args[:3])}: {done.stderr.strip()[-2000:]}")
-    return done.stdout.strip()
-
-
 def podman_compose() -> str:
     """The podman-compose next to this Python (the venv's), else the one on PATH."""
     exe = Path(sys.executable).with_name("podman-compose")
     path = str(exe) if exe.exists() else shutil.which("podman-compose")
     if path is None:
-        raise ComposeFailure("podman-compose is not installed (pip install podman-compose)")
+        raise DeploymentFailure("podman-compose is not installed (pip install podman-compose)")
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
     found = re.search(r"podman-compose version (\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
     version = tuple(int(part) for part in found.groups()) if found else (0, 0, 0)
     if version < MIN_PODMAN_COMPOSE:
-        raise ComposeFailure(
+        raise DeploymentFailure(
             f"{path} is podman-compose {'.'.join(map(str, version))}; need >= "
             f"{'.'.join(map(str, MIN_PODMAN_COMPOSE))} (Debian bookworm's 1.0.3 ignores "
             "depends_on conditions)"
         )
     return path
-
-
-def base_image() -> str:
-    done = subprocess.run(
-        [str(REPO / "ops/images/base-image.sh")],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ComposeFailure(f"ops/images/base-image.sh failed: {done.stderr[-2000:]}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 def standin_images(base: str, services: tuple[str, ...] = ("postgres", "redis", "sqs")) -> None:
@@ -169,7 +143,9 @@ class Stack:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise ComposeFailure(f"podman-compose {args[0]} did not finish in {timeout} s") from exc
+            raise DeploymentFailure(
+                f"podman-compose {args[0]} did not finish in {timeout} s"
+            ) from exc
         with self.log.open("a") as log:
             took = time.monotonic() - began
             log.write(done.stdout + done.stderr + f"(exit {done.returncode} in {took:.1f} s)\n")
@@ -196,16 +172,7 @@ class Stack:
         )
 
     def logs(self, container: str, tail: int = 30) -> str:
-        """The container's last lines, stdout and stderr (podman logs replays each on its own)."""
-        done = subprocess.run(
-            [*PODMAN, "logs", "--tail", str(tail), container],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return done.stdout
+        return logs(container, tail)
 
     def image_volumes(self) -> dict[str, str]:
         """The anonymous volumes podman made for the containers' image VOLUMEs: name -> path."""

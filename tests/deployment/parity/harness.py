@@ -39,10 +39,11 @@ from typing import Any
 import boto3
 
 from tests.deployment import task_definitions
+from tests.deployment.podman import PODMAN, DeploymentFailure, base_image, logs
+from tests.deployment.podman import podman as run_podman
 from tests.processes import free_port
 from tests.services import ROOT
 
-PODMAN = ["podman", "--runtime", "runc"]
 HERE = Path(__file__).parent
 REGION = "us-east-1"
 MOTO_VERSION = "5.2.5"
@@ -58,28 +59,13 @@ ECS_AGENT_ENV = {
 }
 
 
-class ParityFailure(AssertionError):
-    """The task definitions did not run as they must."""
-
-
 def podman(*args: str, check: bool = True, timeout: float = 600) -> str:
-    done = subprocess.run(
-        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and done.returncode != 0:
-        raise ParityFailure(f"podman {' '.join(args[:3])}: {done.stderr.strip()[-2000:]}")
-    return done.stdout.strip()
+    """Builds and waits here take minutes: a longer default than the shared helper's."""
+    return run_podman(*args, check=check, timeout=timeout)
 
 
 def say(message: str) -> None:
     print(f"parity: {message}", flush=True)
-
-
-def base_image() -> str:
-    out = subprocess.run(
-        [str(Path(ROOT, "ops/images/base-image.sh"))], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 def build_images(tag: str) -> dict[str, str]:
@@ -143,16 +129,7 @@ class Stack:
         return full
 
     def logs(self, container: str, tail: int = 40) -> str:
-        """The container's output (its stdout and stderr, as CloudWatch would have them)."""
-        done = subprocess.run(
-            [*PODMAN, "logs", "--tail", str(tail), container],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return done.stdout.strip()
+        return logs(container, tail)
 
     def close(self) -> None:
         for container in reversed(self.containers):
@@ -215,7 +192,9 @@ def container_args(stack: Stack, task: dict[str, Any], extra_env: dict[str, str]
     for name, value in {**ECS_AGENT_ENV, **environment, **extra_env}.items():
         args += ["-e", f"{name}={value}"]
     if "secrets" in task:
-        raise ParityFailure("container secrets are not emulated: the tasks read them themselves")
+        raise DeploymentFailure(
+            "container secrets are not emulated: the tasks read them themselves"
+        )
     return [*args, task["image"], *task.get("command", [])]
 
 
@@ -242,7 +221,7 @@ def wait(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
         if result:
             return result
         time.sleep(interval)
-    raise ParityFailure(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise DeploymentFailure(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
@@ -290,7 +269,7 @@ def job_status(stack: Stack, job_id: str) -> tuple[str, int]:
 def submit_job(api: str) -> str:
     status, body = http("POST", f"{api}/api/v1/todos/ical")
     if status != 202:
-        raise ParityFailure(f"POST /api/v1/todos/ical answered {status}: {body[:300]!r}")
+        raise DeploymentFailure(f"POST /api/v1/todos/ical answered {status}: {body[:300]!r}")
     task_url = json.loads(body)["task_url"]
     return task_url.rstrip("/").split("/")[-2]
 
@@ -395,7 +374,7 @@ def _run(stack: Stack, digests: dict[str, str]) -> dict[str, Any]:
     migrate = stack.run("migrate", *container_args(stack, tasks["migrate"], endpoint))
     code = podman("wait", migrate, timeout=180)
     if code != "0":
-        raise ParityFailure(f"the migration task exited {code}:\n{stack.logs(migrate)}")
+        raise DeploymentFailure(f"the migration task exited {code}:\n{stack.logs(migrate)}")
     figures["migration_exit_code"] = 0
 
     say("API and worker tasks")
@@ -421,7 +400,7 @@ def _run(stack: Stack, digests: dict[str, str]) -> dict[str, Any]:
         {"title": "Parity; todo", "deadline_at": "2030-01-01T09:00:00"},
     )
     if status != 201:
-        raise ParityFailure(f"POST /api/v1/todos answered {status}: {body[:300]!r}")
+        raise DeploymentFailure(f"POST /api/v1/todos answered {status}: {body[:300]!r}")
     figures["first_job"] = _calendar_job(stack, api, "Parity; todo", worker_1)
 
     say("rotating the database password with everything running")
@@ -445,12 +424,12 @@ def _run(stack: Stack, digests: dict[str, str]) -> dict[str, Any]:
     figures["worker_stop_s"] = round(time.monotonic() - began, 1)
     code = podman("inspect", "--format", "{{.State.ExitCode}}", worker_1)
     if code != "0":
-        raise ParityFailure(f"the worker exited {code} (137: killed at stopTimeout)")
+        raise DeploymentFailure(f"the worker exited {code} (137: killed at stopTimeout)")
     # ECS replaces the stopped task; the replacement runs the handed-back job.
     stack.run("worker-2", *container_args(stack, tasks["worker"], endpoint))
     final, attempts = wait_job(stack, job, 120, "SUCCESS", "FAILURE")
     if (final, attempts) != ("SUCCESS", 2):
-        raise ParityFailure(
+        raise DeploymentFailure(
             f"the interrupted job ended {final} after {attempts} attempts, not SUCCESS after 2"
         )
     figures["handed_back_job"] = f"{final}, attempts {attempts}"
@@ -462,7 +441,7 @@ def _calendar_job(stack: Stack, api: str, summary: str, worker: str) -> str:
     job = submit_job(api)
     final, _ = wait_job(stack, job, 90, "SUCCESS", "FAILURE")
     if final != "SUCCESS":
-        raise ParityFailure(f"job {job} ended {final}:\n{stack.logs(worker)}")
+        raise DeploymentFailure(f"job {job} ended {final}:\n{stack.logs(worker)}")
     _check_calendar(api, job, summary)
     return final
 
@@ -470,7 +449,7 @@ def _calendar_job(stack: Stack, api: str, summary: str, worker: str) -> str:
 def _postgres_ready(stack: Stack) -> bool:
     try:
         return psql(stack, "SELECT 1") == "1"
-    except ParityFailure:
+    except DeploymentFailure:
         return False
 
 
@@ -507,12 +486,12 @@ def _writable_tmp(*containers: str) -> None:
         if subprocess.run(
             [*PODMAN, "exec", container, "python", "-c", probe], capture_output=True, check=False
         ).returncode:
-            raise ParityFailure(f"{container}: /tmp is not writable by its user")
+            raise DeploymentFailure(f"{container}: /tmp is not writable by its user")
         rootfs = "open('/app/probe', 'w')"
         if not subprocess.run(
             [*PODMAN, "exec", container, "python", "-c", rootfs], capture_output=True, check=False
         ).returncode:
-            raise ParityFailure(f"{container}: the root filesystem is writable")
+            raise DeploymentFailure(f"{container}: the root filesystem is writable")
 
 
 def _check_calendar(api: str, job: str, summary: str) -> None:
@@ -520,11 +499,11 @@ def _check_calendar(api: str, job: str, summary: str) -> None:
 
     status, body = http("GET", f"{api}/api/v1/todos/ical/{job}/result")
     if status != 200:
-        raise ParityFailure(f"result of job {job}: {status}")
+        raise DeploymentFailure(f"result of job {job}: {status}")
     calendar = Calendar.from_ical(body)
     summaries = [str(event.get("summary")) for event in calendar.walk("VEVENT")]
     if summary not in summaries:
-        raise ParityFailure(f"result of job {job} lacks the todo: {summaries[:3]}")
+        raise DeploymentFailure(f"result of job {job} lacks the todo: {summaries[:3]}")
 
 
 def main() -> None:
