@@ -30,7 +30,7 @@ from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from models.credentials import use_password
-from models.database import sqlite_pragmas
+from models.engine import sqlite_pragmas
 from models.settings import DatabaseSettings
 
 _ASYNCPG = asyncpg_dialect()

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, literal, select, update
 
 from api.database import Query
-from models import Job, JobStatus, Todo
+from models import Job, Todo, lifecycle
 
 #: In ``TodoOut``'s field order.
 TODO_COLUMNS = (
@@ -68,29 +68,9 @@ def update_todo(fields: frozenset[str]) -> Query:
     )
 
 
-INSERT_JOB = Query(
-    insert(Job).values(
-        id=bindparam("id"),
-        kind=bindparam("kind"),
-        status=JobStatus.PENDING.value,
-        attempts=0,
-        created_at=bindparam("now"),
-        enqueued_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
-)
-
-#: A job that could not be sent: FAILURE at once, so nothing waits for it.
-FAIL_UNSENT_JOB = Query(
-    update(Job)
-    .where(Job.id == bindparam("id"), Job.status == JobStatus.PENDING.value)
-    .values(
-        status=JobStatus.FAILURE.value,
-        error=bindparam("error"),
-        finished_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
-)
+#: The job transitions the API makes (models.lifecycle): submit, and fail what it could not send.
+INSERT_JOB = Query(lifecycle.SUBMIT)
+FAIL_UNSENT_JOB = Query(lifecycle.FAIL_UNSENT)
 
 JOB_STATUS = Query(select(Job.status, Job.error).where(Job.id == bindparam("id")))
 

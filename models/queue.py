@@ -1,8 +1,8 @@
-"""The job queue contract shared by the sender (API) and the consumers (workers).
+"""The job queue contract shared by the senders (API, reconciler) and the workers.
 
-The API enqueues a calendar job by *name*: it builds a Dramatiq message addressed to the
-actor name and queue below, carrying only the job id. It never imports actor code, so the API
-image needs no calendar renderer. The workers register their actor under the same name.
+A job is sent by *name*: a Dramatiq message addressed to the actor of the job's kind, on the
+deployment's queue, carrying only the job id. Senders never import actor code, so the API
+image needs no calendar renderer; the workers register an actor under each name below.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+from models.job import JobKind
 from models.settings import BrokerSettings
 
-#: The actor that renders a calendar job; ``workers.actors.calendar`` registers it.
-CALENDAR_ACTOR = "render_calendar"
+#: The actor that runs each kind of job (``workers.actors`` registers them). The names are
+#: part of the contract: messages already on a queue carry them across deployments.
+ACTOR_BY_KIND: dict[str, str] = {JobKind.ICAL: "render_calendar"}
 
 
 def build_broker(
@@ -36,8 +38,8 @@ def build_broker(
         # One process only (the zero-setup run): the API and the actors share this broker.
         broker = StubBroker(middleware=list(middleware))
     elif settings.is_sqs:
-        # Imported only here: boto3 and botocore cost every process ~11 MB of memory
-        # (the worker: 82 MB resident with them, 71 without; docs/BENCHMARKS.md P4).
+        # Imported only here: boto3 and botocore cost every process memory it does not need
+        # on Redis (docs/BENCHMARKS.md, P4).
         from models.sqs import JobSQSBroker
 
         broker = JobSQSBroker(settings, middleware, consumer_prefetch=consumer_prefetch)
@@ -57,12 +59,17 @@ def build_broker(
     return broker
 
 
-def calendar_message(queue_name: str, job_id: uuid.UUID) -> dramatiq.Message:
-    """The message that asks a worker to render calendar job ``job_id``."""
+def job_message(queue_name: str, kind: str, job_id: uuid.UUID) -> dramatiq.Message:
+    """The message that asks a worker to run job ``job_id`` of ``kind``."""
     return dramatiq.Message(
         queue_name=queue_name,
-        actor_name=CALENDAR_ACTOR,
+        actor_name=ACTOR_BY_KIND[kind],
         args=(str(job_id),),
         kwargs={},
         options={},
     )
+
+
+def send_job(broker: dramatiq.Broker, queue_name: str, kind: str, job_id: uuid.UUID) -> None:
+    """Send job ``job_id`` to the actor of its kind: the one way every sender sends a job."""
+    broker.enqueue(job_message(queue_name, kind, job_id))

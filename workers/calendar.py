@@ -12,20 +12,19 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from models import Todo
-from workers.ical import CalendarTodo, render_calendar
-from workers.lifecycle import ClaimedJob, Work
+from workers.ical import CalendarTodo, write_calendar
 
-#: Rows fetched per round trip from the server-side cursor: memory stays bounded by this
-#: (5,000 short rows are ~2 MB; 2,000 cost 30 more round trips on 100,000 todos).
+#: Rows fetched per round trip from the server-side cursor: memory stays bounded by this, and
+#: fewer would cost more round trips on large calendars (docs/BENCHMARKS.md, P3).
 FETCH_BATCH = 5000
 
 
 class ical_utc(FunctionElement[str]):
     """A timestamp column formatted by the database as an RFC 5545 UTC DATE-TIME.
 
-    Profiled on a 100,000-todo calendar: parsing two timestamps per row into datetimes
-    (psycopg2) and formatting them again (Python) was over a third of the job's time; the
-    database's own formatting costs it almost nothing.
+    Parsing two timestamps per row into datetimes (psycopg2) and formatting them again
+    (Python) was a large share of a big calendar's time; the database's own formatting costs
+    it almost nothing (docs/BENCHMARKS.md, P3).
     """
 
     type = String()
@@ -60,8 +59,8 @@ _FIRST_PAGE = _DATED.limit(FETCH_BATCH + 1)
 
 
 def _psycopg2_sql(statement: Select[*tuple[Any, ...]]) -> str:
-    # Compiled once, at import: compiling per job was 19 % of the worker's CPU on small
-    # calendars (py-spy).
+    # Compiled once, at import: compiling per job was a visible share of the worker's CPU on
+    # small calendars (docs/BENCHMARKS.md, P1).
     return str(
         statement.compile(dialect=psycopg2_dialect(), compile_kwargs={"literal_binds": True})
     )
@@ -81,8 +80,8 @@ def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
     cursor's single statement is what gives one consistent snapshot.
 
     On psycopg2 the rows come straight from its cursors, as tuples: SQLAlchemy's result layer
-    added ~0.1 s to a 100,000-todo read (profiled), and rows need no processing here (the
-    database already formatted the timestamps). Other databases go through SQLAlchemy.
+    is measurable on large reads (docs/BENCHMARKS.md, P3), and rows need no processing here
+    (the database already formatted the timestamps). Other databases go through SQLAlchemy.
     """
     direct = conn.dialect.driver == "psycopg2"
     if direct:
@@ -115,11 +114,7 @@ def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
         conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def calendar_work(uid_domain: str) -> Work:
-    """The ``Work`` function for ``ical`` jobs, bound to the deployment's UID domain."""
-
-    def work(conn: Connection, _job: ClaimedJob) -> str:
-        with dated_todos(conn) as todos:
-            return render_calendar(todos, uid_domain=uid_domain)
-
-    return work
+def calendar_text(conn: Connection, *, uid_domain: str) -> str:
+    """The work of an ``ical`` job: every dated todo as one iCalendar (RFC 5545) text."""
+    with dated_todos(conn) as todos:
+        return write_calendar(todos, uid_domain=uid_domain)

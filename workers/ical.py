@@ -135,6 +135,6 @@ def render_lines(todos: Iterable[CalendarTodo], *, uid_domain: str) -> Iterator[
     yield "END:VCALENDAR" + CRLF
 
 
-def render_calendar(todos: Iterable[CalendarTodo], *, uid_domain: str) -> str:
+def write_calendar(todos: Iterable[CalendarTodo], *, uid_domain: str) -> str:
     """The whole calendar as one string (joined once: linear, never quadratic)."""
     return "".join(render_lines(todos, uid_domain=uid_domain))

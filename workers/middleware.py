@@ -6,8 +6,6 @@ a fork) and runs the reconciler thread; actors reach both through ``current_reso
 
 from __future__ import annotations
 
-import random
-import threading
 import uuid
 from dataclasses import dataclass
 
@@ -16,13 +14,12 @@ import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
-from models.database import create_db_engine, worker_pool_size
-from models.queue import calendar_message
+from models.engine import create_db_engine, worker_pool_size
+from models.lifecycle import describe
 from models.settings import Settings
-from workers.lifecycle import describe, mark_failed
-from workers.reconciler import reconcile_once
+from workers.reconciler import Reconciler
+from workers.runner import mark_failed
 
 log = structlog.get_logger("workers")
 
@@ -50,8 +47,7 @@ class WorkerResources(Middleware):
         self.settings = settings
         self.threads = threads
         self.run_reconciler = run_reconciler
-        self._stop = threading.Event()
-        self._reconciler: threading.Thread | None = None
+        self._reconciler: Reconciler | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         global _current
@@ -60,49 +56,22 @@ class WorkerResources(Middleware):
             application_name="taskoverflow-worker",
             pool_size=worker_pool_size(self.threads),
             # One round trip less per job: run_job's first statement retries a stale
-            # connection itself (workers/job_lock.py).
+            # connection itself (workers/runner.py).
             pre_ping=False,
         )
         _current = Resources(settings=self.settings, engine=engine)
         if self.run_reconciler:
-            self._stop.clear()
-            self._reconciler = threading.Thread(
-                target=self._reconcile_forever,
-                args=(broker, engine),
-                name="reconciler",
-                daemon=True,
-            )
+            self._reconciler = Reconciler(engine, broker, self.settings)
             self._reconciler.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         global _current
-        self._stop.set()
         if self._reconciler is not None:
-            self._reconciler.join(timeout=10)
+            self._reconciler.stop()
+            self._reconciler = None
         if _current is not None:
             _current.engine.dispose()
             _current = None
-
-    def _reconcile_forever(self, broker: dramatiq.Broker, engine: Engine) -> None:
-        jobs = self.settings.jobs
-        queue = self.settings.broker.queue_name
-
-        def send(job_id: uuid.UUID) -> None:
-            broker.enqueue(calendar_message(queue, job_id))
-
-        # Jitter spreads the passes of many worker processes over the interval.
-        while not self._stop.wait(jobs.reconcile_interval_s * random.uniform(0.5, 1.5)):  # noqa: S311
-            try:
-                with Session(engine) as session:
-                    done = reconcile_once(session, jobs, send)
-                if done.resent or done.abandoned:
-                    log.warning(
-                        "reconciled stranded jobs",
-                        resent=[str(j) for j in done.resent],
-                        abandoned=[str(j) for j in done.abandoned],
-                    )
-            except Exception as exc:
-                log.warning("reconciler pass failed", error=describe(exc))
 
 
 class JobLogContext(Middleware):

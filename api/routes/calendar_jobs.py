@@ -70,7 +70,7 @@ class CalendarJobController(Controller):
             log.warning("job queue unavailable", job_id=str(job_id), error=repr(exc))
             await resources.db.execute(
                 queries.FAIL_UNSENT_JOB,
-                id=job_id,
+                job_id=job_id,
                 error="the job queue could not be reached when the job was submitted",
                 now=utcnow(),
             )

@@ -2,7 +2,7 @@
 
 locals {
   metrics_namespace = "TaskOverflow/${var.name}"
-  # workers/lifecycle.py and workers/middleware.py log one JSON event per finished job:
+  # workers/runner.py and workers/middleware.py log one JSON event per finished job:
   # {"event": "job finished", "outcome": "success"|"failure", "duration_ms": ..., ...}
   job_metric_filters = {
     JobsSucceeded = { pattern = "{ ($.event = \"job finished\") && ($.outcome = \"success\") }", value = "1" }

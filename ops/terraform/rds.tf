@@ -95,7 +95,7 @@ locals {
 
   # Per process, from the code: the API's pool is DB_POOL_SIZE with no overflow
   # (api/database.py); a worker process holds DRAMATIQ_THREADS + 1 (its reconciler) connections
-  # (models/database.py worker_pool_size). One more for a migration task.
+  # (models/engine.py worker_pool_size). One more for a migration task.
   db_connections = {
     needed = (
       var.api_desired_count * var.api_db_pool_size

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from models.database import worker_pool_size
+from models.engine import worker_pool_size
 from models.settings import Settings
 from tests.deployment import task_definitions
 from tests.deployment.podman import PODMAN

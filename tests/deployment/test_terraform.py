@@ -294,7 +294,7 @@ def test_job_metrics_match_the_workers_log_events():
     filters = json.dumps(locals_()["job_metric_filters"])
     assert "job finished" in filters
     assert "$.outcome" in filters
-    for source in ("workers/lifecycle.py", "workers/middleware.py"):
+    for source in ("workers/runner.py", "workers/middleware.py"):
         assert '"job finished"' in Path(ROOT, source).read_text()
-    assert 'outcome="success"' in Path(ROOT, "workers/lifecycle.py").read_text()
+    assert 'outcome="success"' in Path(ROOT, "workers/runner.py").read_text()
     assert 'outcome="failure"' in Path(ROOT, "workers/middleware.py").read_text()

@@ -5,21 +5,20 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, text
 
-from models import Job
-from models.database import create_db_engine
+from models.engine import create_db_engine
+from models.lifecycle import lock_key
 from models.settings import Settings
 from tests.integration.jobs import insert_job, insert_todos, job_row
-from workers.calendar import calendar_work
+from workers.calendar import calendar_text
 from workers.errors import PermanentJobError
-from workers.job_lock import lock_key
-from workers.lifecycle import mark_failed, run_job
+from workers.runner import mark_failed, run_job
 
-render = calendar_work("taskoverflow.test")
+render = partial(calendar_text, uid_domain="taskoverflow.test")
 
 
 def test_a_job_runs_once_and_a_second_delivery_changes_nothing(engine: Engine):
@@ -43,10 +42,10 @@ def test_concurrent_deliveries_run_the_job_once(engine: Engine):
     job_id = insert_job(engine)
     inside, release = threading.Event(), threading.Event()
 
-    def slow_work(session: Session, job: Job) -> str:
+    def slow_work(conn: Connection) -> str:
         inside.set()
         assert release.wait(10)
-        return render(session, job)
+        return render(conn)
 
     outcomes: list[str] = []
     first = threading.Thread(target=lambda: outcomes.append(run_job(engine, job_id, slow_work)))
@@ -117,7 +116,7 @@ def test_transient_failure_is_recorded_as_retry_and_reraised(engine: Engine):
     """A failing attempt sets RETRY with a one-line reason and lets the broker retry."""
     job_id = insert_job(engine)
 
-    def broken(session: Session, job: Job) -> str:
+    def broken(conn: Connection) -> str:
         raise ConnectionError("upstream went away\nsecond line")
 
     with pytest.raises(ConnectionError):
@@ -137,7 +136,7 @@ def test_permanent_failure_ends_the_job(engine: Engine):
     """PermanentJobError sets FAILURE at once, with its reason and a finish time."""
     job_id = insert_job(engine)
 
-    def hopeless(session: Session, job: Job) -> str:
+    def hopeless(conn: Connection) -> str:
         raise PermanentJobError("cannot render this")
 
     with pytest.raises(PermanentJobError):

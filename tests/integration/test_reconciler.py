@@ -1,23 +1,30 @@
-"""The reconciler finds stranded jobs on real Postgres, and only those."""
+"""The reconciler finds stranded jobs on real Postgres, and only those, and sends each to
+the actor of its kind."""
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import Engine, select, text
 
-from models import Job
+from models import Job, lifecycle
+from models.engine import create_db_engine
+from models.lifecycle import ORPHAN_GRACE_S, lock_key, lock_key_sql
+from models.queue import ACTOR_BY_KIND
 from models.settings import Settings
+from tests.conftest import make_settings
 from tests.integration.jobs import insert_job, job_row
-from workers.reconciler import reconcile_once
+from tests.services import migrate, scratch_database
+from workers.reconciler import reconcile_and_send
 
 
-def run(engine: Engine, settings: Settings) -> tuple[list[uuid.UUID], object]:
-    sent: list[uuid.UUID] = []
-    with Session(engine) as session:
-        outcome = reconcile_once(session, settings.jobs, sent.append)
-    return sent, outcome
+def run(engine: Engine, settings: Settings) -> tuple[list[uuid.UUID], lifecycle.Reconciled]:
+    """One pass; the ids it stamped to be sent again, and the whole outcome."""
+    outcome = lifecycle.reconcile(engine, settings.jobs)
+    return [job.id for job in outcome.resent], outcome
 
 
 def test_pending_jobs_past_the_grace_period_are_sent_again(engine: Engine, settings: Settings):
@@ -63,12 +70,10 @@ def test_jobs_that_never_finish_are_abandoned_not_looped(engine: Engine, setting
 def test_concurrent_reconcilers_do_not_send_the_same_job(engine: Engine, settings: Settings):
     """SKIP LOCKED: a job locked by one pass is left to it by another running at once."""
     first_job = insert_job(engine, age_s=settings.jobs.pending_grace_s + 5)
-    sent_by_inner: list[uuid.UUID] = []
-    with Session(engine) as holder:
+    with engine.connect() as holder:
         # Hold the row lock as a slow reconciler pass would.
-        holder.scalars(select(Job).where(Job.id == first_job).with_for_update()).one()
-        with Session(engine) as other:
-            reconcile_once(other, settings.jobs, sent_by_inner.append)
+        holder.execute(select(Job.id).where(Job.id == first_job).with_for_update()).one()
+        sent_by_inner, _ = run(engine, settings)
         holder.rollback()
     assert sent_by_inner == []
     assert run(engine, settings)[0] == [first_job]
@@ -78,11 +83,6 @@ def test_started_jobs_without_a_living_owner_are_sent_again_at_once(
     engine: Engine, settings: Settings
 ):
     """A STARTED job whose advisory lock nobody holds lost its worker: re-sent right away."""
-    from sqlalchemy import text
-
-    from workers.job_lock import lock_key
-    from workers.reconciler import ORPHAN_GRACE_S
-
     orphan = insert_job(engine, status="STARTED", age_s=ORPHAN_GRACE_S + 1, attempts=1)
     owned = insert_job(engine, status="STARTED", age_s=ORPHAN_GRACE_S + 1, attempts=1)
     with engine.connect() as owner:  # a live worker running `owned`
@@ -92,3 +92,73 @@ def test_started_jobs_without_a_living_owner_are_sent_again_at_once(
         owner.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(owned)})
         owner.commit()
     assert sent == [orphan]
+
+
+def test_the_lock_key_is_the_same_in_python_and_in_postgres(engine: Engine):
+    """Workers lock with ``lock_key``; the reconciler tests the lock with ``lock_key_sql``."""
+    ids = [uuid.uuid4() for _ in range(200)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    with engine.connect() as conn:
+        for job_id in ids:
+            in_sql = conn.execute(select(lock_key_sql(text(":id").bindparams(id=job_id)))).scalar()
+            assert in_sql == lock_key(job_id), job_id
+
+
+def test_a_job_that_was_abandoned_keeps_its_last_error(engine: Engine, settings: Settings):
+    attempts = settings.jobs.max_retries + 1
+    job_id = insert_job(
+        engine, status="RETRY", age_s=settings.jobs.stale_after_s + 5, attempts=attempts
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE jobs SET error = 'TimeoutError: slow' WHERE id = :id"), {"id": job_id}
+        )
+    _, outcome = run(engine, settings)
+    assert outcome.abandoned == [job_id]
+    assert job_row(engine, job_id).error == (
+        f"abandoned after {attempts} attempts that never finished; last error: TimeoutError: slow"
+    )
+
+
+@pytest.fixture
+def two_kind_database() -> object:
+    """A database whose jobs table also takes a test-only kind, ``echo`` (the product's
+    schema allows only the kinds it has actors for)."""
+    with scratch_database("taskoverflow_kinds") as url:
+        migrate(url)
+        settings = make_settings(url)
+        engine = create_db_engine(settings.database, application_name="tests")
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE jobs DROP CONSTRAINT ck_jobs_kind"))
+        yield engine, settings
+        engine.dispose()
+
+
+def test_stranded_jobs_are_sent_to_the_actor_of_their_kind(
+    two_kind_database: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch
+):
+    """A stranded ``echo`` job reaches the ``echo`` actor, a calendar job ``render_calendar``:
+    the reconciler never resends every job as a calendar job."""
+    engine, settings = two_kind_database
+    monkeypatch.setitem(ACTOR_BY_KIND, "echo", "echo_job")
+    calendar_job = insert_job(engine, age_s=settings.jobs.pending_grace_s + 5)
+    echo_job = insert_job(engine, age_s=settings.jobs.pending_grace_s + 5)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET kind = 'echo' WHERE id = :id"), {"id": echo_job})
+
+    broker = StubBroker()
+    queue = settings.broker.queue_name
+    received: dict[str, list[str]] = {"echo_job": [], "render_calendar": []}
+    for name in received:
+        dramatiq.actor(received[name].append, broker=broker, actor_name=name, queue_name=queue)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        done = reconcile_and_send(engine, broker, settings)
+        broker.join(queue, fail_fast=True)
+    finally:
+        worker.stop()
+        broker.close()
+    assert sorted(done.resent) == sorted(
+        [lifecycle.Resent(calendar_job, "ical"), lifecycle.Resent(echo_job, "echo")]
+    )
+    assert received == {"echo_job": [str(echo_job)], "render_calendar": [str(calendar_job)]}

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-import time
+import threading
 import uuid
 
 import dramatiq
 import pytest
-from sqlalchemy import Engine
+from dramatiq.middleware import Middleware
+from sqlalchemy import Connection, Engine
 
-from models.queue import calendar_message
+from models import JobKind
+from models.queue import job_message
 from models.settings import Settings
 from tests.integration.jobs import insert_job, insert_todos, job_row, wait_final
 from tests.workers import redis_worker, stub_worker
-from workers.lifecycle import run_job
 from workers.middleware import current_resources
+from workers.runner import run_job
+
+
+class ProcessedMessages(Middleware):
+    """Counts the messages the worker has finished with, whatever the outcome."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.changed = threading.Condition()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
+        with self.changed:
+            self.count += 1
+            self.changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        with self.changed:
+            done = self.changed.wait_for(lambda: self.count >= count, timeout)
+        assert done, f"{self.count} of {count} messages processed after {timeout} s"
 
 
 def test_same_message_delivered_twice_gives_one_identical_success(
@@ -24,7 +44,7 @@ def test_same_message_delivered_twice_gives_one_identical_success(
     insert_todos(engine, 2000)
     job_id = insert_job(engine)
     with stub_worker(settings, threads=4) as broker:
-        message = calendar_message(settings.broker.queue_name, job_id)
+        message = job_message(settings.broker.queue_name, JobKind.ICAL, job_id)
         broker.enqueue(message)
         broker.enqueue(message)
         broker.join(settings.broker.queue_name, fail_fast=True)
@@ -42,11 +62,12 @@ def test_duplicates_over_real_redis_run_once(engine: Engine, settings: Settings)
     """Five concurrent copies of one message over Redis: one run, one SUCCESS."""
     insert_todos(engine, 5000)
     job_id = insert_job(engine)
+    processed = ProcessedMessages()
     with redis_worker(settings, threads=4) as broker:
+        broker.add_middleware(processed)
         for _ in range(5):
-            broker.enqueue(calendar_message(settings.broker.queue_name, job_id))
-        row = wait_final(engine, job_id)
-        time.sleep(0.5)  # let the other copies be consumed
+            broker.enqueue(job_message(settings.broker.queue_name, JobKind.ICAL, job_id))
+        processed.wait_for(5)  # every copy consumed, not just the first to finish
     row = job_row(engine, job_id)
     assert (row.status, row.attempts) == ("SUCCESS", 1)
 
@@ -56,7 +77,7 @@ def test_a_job_that_always_fails_ends_failure_with_its_reason(engine: Engine, se
     job_id = insert_job(engine)
 
     def always_fails(job: str) -> None:
-        def work(session, job_row):  # type: ignore[no-untyped-def]
+        def work(conn: Connection) -> str:
             raise RuntimeError("the calendar service is on fire")
 
         run_job(current_resources().engine, uuid.UUID(job), work)

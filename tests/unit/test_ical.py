@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.ical import CalendarTodo, escape_text, fold, format_utc, render_calendar
+from workers.ical import CalendarTodo, escape_text, fold, format_utc, write_calendar
 
 WHEN = datetime(2024, 4, 19, 14, 0)
 STAMP = datetime(2024, 1, 2, 3, 4, 5)
@@ -67,7 +67,7 @@ def test_format_utc_pads_early_years():
 
 def test_calendar_has_required_properties_and_one_event_per_dated_todo():
     """VERSION, PRODID; UID <id>@domain, DTSTAMP, UTC DTSTART; undated todos skipped."""
-    text = render_calendar(
+    text = write_calendar(
         [todo(1, "dated", "desc"), todo(2, "undated", None, None), todo(3, "no desc")],
         uid_domain="example.org",
     )
@@ -89,12 +89,12 @@ def test_calendar_has_required_properties_and_one_event_per_dated_todo():
 
 def test_empty_description_is_omitted():
     """An empty description (the course's web page sends "") writes no DESCRIPTION line."""
-    assert "DESCRIPTION" not in render_calendar([todo(description="")], uid_domain="d")
+    assert "DESCRIPTION" not in write_calendar([todo(description="")], uid_domain="d")
 
 
 def test_calendar_without_todos_is_still_a_calendar():
     """No todos: a valid, empty VCALENDAR."""
-    text = render_calendar([], uid_domain="d")
+    text = write_calendar([], uid_domain="d")
     assert parse_events(text) == []
     assert text.startswith("BEGIN:VCALENDAR\r\n")
     assert text.endswith("END:VCALENDAR\r\n")
@@ -103,7 +103,7 @@ def test_calendar_without_todos_is_still_a_calendar():
 def test_rendering_is_deterministic():
     """The same todos give byte-identical calendars (duplicate job runs agree)."""
     todos = [todo(i, f"t{i}") for i in range(50)]
-    assert render_calendar(todos, uid_domain="d") == render_calendar(todos, uid_domain="d")
+    assert write_calendar(todos, uid_domain="d") == write_calendar(todos, uid_domain="d")
 
 
 # Text the API accepts: any Unicode except surrogates and control characters, with line
@@ -119,7 +119,7 @@ descriptions = st.text(
 @given(title=titles, description=descriptions, todo_id=st.integers(1, 2**31 - 1))
 def test_any_unicode_round_trips_through_icalendar(title: str, description: str, todo_id: int):
     """Arbitrary Unicode text parses back unchanged, and every line folds correctly."""
-    text = render_calendar([todo(todo_id, title, description)], uid_domain="taskoverflow.test")
+    text = write_calendar([todo(todo_id, title, description)], uid_domain="taskoverflow.test")
     assert_well_formed(text)
     (event,) = parse_events(text)
     assert str(event["SUMMARY"]) == title
@@ -133,6 +133,6 @@ def test_any_unicode_round_trips_through_icalendar(title: str, description: str,
 @pytest.mark.parametrize("count", [0, 1, 2_500])
 def test_many_todos_are_all_present(count: int):
     """Every dated todo appears exactly once, whatever the count."""
-    text = render_calendar((todo(i, f"Todo {i}") for i in range(1, count + 1)), uid_domain="d")
+    text = write_calendar((todo(i, f"Todo {i}") for i in range(1, count + 1)), uid_domain="d")
     assert text.count("BEGIN:VEVENT\r\n") == count
     assert len(parse_events(text)) == count
