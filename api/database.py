@@ -8,11 +8,11 @@ of SQLAlchemy's async pool, outside any explicit transaction (one round trip, au
 On other databases (SQLite in the zero-setup run) the same statement goes through
 SQLAlchemy's async engine.
 
-Why not the ORM or SQLAlchemy's async ``execute``: measured with wrk -t2 -c32 on
-GET /api/v1/todos/{id} (2 uvicorn workers, 2 cores, docs/BENCHMARKS.md), sync ORM sessions in
-the thread pool served 1,142 rps, SQLAlchemy async Core 2,463 rps, and the compiled statement
-on the pooled asyncpg connection 4,490 rps (raw asyncpg with its own pool: 4,546). The pool is
-SQLAlchemy's; only the per-statement machinery is skipped.
+Why not the ORM or SQLAlchemy's async ``execute``: on GET /api/v1/todos/{id} the compiled
+statement on the pooled asyncpg connection serves several times the requests a second of sync
+ORM sessions in a thread pool, and almost as many as raw asyncpg with its own pool (the
+figures: docs/BENCHMARKS.md, P5). The pool is SQLAlchemy's; only the per-statement machinery
+is skipped.
 """
 
 from __future__ import annotations

@@ -1,6 +1,15 @@
-"""The shared core of TaskOverflow: data model, settings, database and queue contract.
+"""The shared core of TaskOverflow: what the API and the workers both need.
 
-Both the API and the workers import this package; it imports neither of them.
+Both the API and the workers import this package; it imports neither of them. Inside:
+
+- the tables: ``base`` (declarative base, naming convention), ``todo``, ``job``;
+- the job's life: ``lifecycle``, every status transition, the only writer of a job's status;
+- the queue contract: ``queue`` (broker factory, actor name per job kind, ``send_job``) and
+  ``sqs`` (the SQS broker for production);
+- the database: ``engine`` (sync engines for workers and tools), ``credentials`` (the
+  password, from the settings or Secrets Manager), ``schema`` (Alembic upgrade in-process),
+  ``clock`` (time as the tables store it);
+- configuration: ``settings`` (the one reader of the environment), ``log_config``.
 """
 
 from models.base import Base

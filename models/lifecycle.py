@@ -1,21 +1,23 @@
 """The job's life: every change of a job's status, and nothing else writes one.
 
-::
+=============  ===============================  ==========  ==========
+transition     from                             to          made by
+=============  ===============================  ==========  ==========
+submit         (new)                            PENDING     API
+fail_unsent    PENDING (its message not sent)   FAILURE     API
+claim          any unfinished                   STARTED     worker
+succeed        any unfinished                   SUCCESS     worker
+fail           any unfinished                   RETRY       worker (transient error)
+fail, final    any unfinished                   FAILURE     worker (permanent, exhausted)
+resend         stranded, attempts left          unchanged   reconciler (sends it again)
+abandon        stranded, attempts used up       FAILURE     reconciler
+=============  ===============================  ==========  ==========
 
-    submit ─► PENDING ─claim─► STARTED ─succeed─► SUCCESS
-                 │                │  ▲
-         fail_unsent          retry  claim (redelivery)
-                 │                ▼  │
-                 ▼              RETRY ─fail─► FAILURE
-              FAILURE     (any unfinished) ─abandon─► FAILURE
-                          (stranded)       ─resend──► same status, sent again
-
-Each transition is one SQLAlchemy Core statement over the ``jobs`` table, guarded so it
-only moves a job that is in a state it may leave (a finished job never changes again), and
-run by whoever owns the step: the API submits and fails what it could not send, a worker
-claims, succeeds, retries and fails, the reconciler resends and abandons. The API runs the
-statements on its async driver (``api.database.Query``); workers and the reconciler run
-them on a sync ``Connection`` through the functions below.
+A finished job (SUCCESS, FAILURE) never changes again: every statement is guarded by the
+states it may leave. Each transition is one SQLAlchemy Core statement over the ``jobs``
+table; the API runs its two on its async driver (``api.queries``), workers and the
+reconciler run theirs on a sync ``Connection`` through the functions below. Cancel and
+expire, when they come, are two more rows of this table.
 """
 
 from __future__ import annotations

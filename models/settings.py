@@ -1,7 +1,19 @@
 """Typed settings, read once from the environment by each entry point and passed down.
 
-Every field names the environment variable it comes from and says what it is for; the
-README's configuration table is this file in prose. Nothing here runs at import time.
+This module is the only reader of the environment: the API, the worker launcher
+(``python -m workers``), the worker processes (``workers.main``), the zero-setup run and
+the migrations all get their configuration from here, so every variable is parsed,
+defaulted and refused in one place, with an error naming it. Every field names the
+environment variable it comes from and says what it is for; the README's configuration
+table is this file in prose. Nothing here runs at import time.
+
+Settings objects are frozen and final when built: ``from_env`` computes every derived value
+(the driver in DATABASE_URL, the password moved out of it, the SQS visibility timeout)
+before the object exists, and ``__post_init__`` only checks.
+
+Secrets: no password is ever part of a string a log line, a repr or an error can show.
+``DatabaseSettings.url`` never holds one (``from_env`` moves it to ``password``), reprs hide
+secret fields and passwords in URLs, and errors name variables without echoing URLs.
 """
 
 from __future__ import annotations
@@ -9,12 +21,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self, get_type_hints
+from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from models.credentials import DatabasePassword, read_secret_password
@@ -36,9 +51,32 @@ class ConfigError(ValueError):
     """The environment describes a configuration we refuse to start with."""
 
 
-def env(name: str, doc: str, default: Any = dataclasses.MISSING) -> Any:
-    """Declare a settings field read from environment variable ``name``."""
-    return field(default=default, metadata={"env": name, "doc": doc})
+class MissingInProduction(ConfigError):
+    """The zero-setup run under TASKOVERFLOW_ENV=production without its services' URLs."""
+
+
+def env(name: str, doc: str, default: Any = dataclasses.MISSING, *, secret: bool = False) -> Any:
+    """Declare a settings field read from environment variable ``name``; a ``secret`` one
+    is never shown (repr)."""
+    return field(default=default, metadata={"env": name, "doc": doc, "secret": secret})
+
+
+#: A ``password=`` query parameter (redis-py and libpq accept one).
+_QUERY_PASSWORD = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (``user:password@``, ``?password=``) replaced by ``***``,
+    for logs and errors; otherwise unchanged. What does not parse as a URL is hidden whole."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "***"
+    if password is not None:
+        userinfo = parts.netloc.rpartition("@")[0]
+        url = url.replace(f"{userinfo}@", f"{userinfo.split(':', 1)[0]}:***@", 1)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def _parse(name: str, raw: str, annotation: Any) -> Any:
@@ -61,10 +99,20 @@ def _parse(name: str, raw: str, annotation: Any) -> Any:
 
 
 class _FromEnv:
-    """Build a settings group from a mapping of environment variables."""
+    """Build a settings group from a mapping of environment variables.
+
+    Groups are declared ``repr=False`` so that every one uses this class's ``__repr__``,
+    which never shows a secret field or a password inside a URL.
+    """
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
+        return cls(**cls._values_from_env(environ))
+
+    @classmethod
+    def _values_from_env(cls, environ: Mapping[str, str]) -> dict[str, Any]:
+        """The fields' values as given (set variables only); groups that derive values
+        from them adjust this before constructing."""
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -73,15 +121,28 @@ class _FromEnv:
                 values[f.name] = _parse(name, environ[name], hints[f.name])
             elif f.default is dataclasses.MISSING:
                 raise ConfigError(f"{name} is not set: {f.metadata['doc']}")
-        return cls(**values)
+        return values
 
     @classmethod
     def env_names(cls) -> list[str]:
         return [f.metadata["env"] for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value is not None:
+                value = "***"
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
 
 @dataclass(frozen=True, repr=False)
 class DatabaseSettings(_FromEnv):
+    #: Never holds a password: ``from_env`` moves one written in DATABASE_URL to
+    #: ``password``, so the URL can be logged and shown in errors as it is.
     url: str = env(
         "DATABASE_URL",
         "SQLAlchemy URL of the Postgres database, e.g. postgresql://user@host:5432/taskoverflow",
@@ -90,6 +151,7 @@ class DatabaseSettings(_FromEnv):
         "DB_PASSWORD",
         "password for DATABASE_URL's user, kept out of the URL; overrides any password in the URL",
         None,
+        secret=True,
     )
     password_secret_arn: str | None = env(
         "DB_PASSWORD_SECRET_ARN",
@@ -114,21 +176,44 @@ class DatabaseSettings(_FromEnv):
         "DB_CONNECT_TIMEOUT_S", "give up connecting after this many seconds", 5
     )
 
-    def __repr__(self) -> str:
-        # Never print a password (settings end up in logs and tracebacks).
-        return f"DatabaseSettings(url={make_url(self.url)!r}, pool_size={self.pool_size})"
-
-    def __post_init__(self) -> None:
-        url = normalise_database_url(self.url)
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        values = cls._values_from_env(environ)
+        url = normalise_database_url(values["url"])
         try:
-            sslmode = make_url(url).query.get("sslmode")
+            parsed = make_url(url)
         except ArgumentError:
             raise ConfigError("DATABASE_URL is not a valid database URL") from None
+        if parsed.password is not None:
+            # Out of the URL, into the one field nothing shows: engines hand the password
+            # to the driver per connection (models.credentials), so no URL string can leak
+            # it or go stale. DB_PASSWORD, when set, wins over the URL's.
+            bare = URL.create(
+                parsed.drivername,
+                username=parsed.username,
+                host=parsed.host,
+                port=parsed.port,
+                database=parsed.database,
+                query=parsed.query,
+            )
+            url = bare.render_as_string(hide_password=False)
+            if values.get("password") is None:
+                values["password"] = str(parsed.password)
+        return cls(**{**values, "url": url})
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise ConfigError("DATABASE_URL is not a valid database URL") from None
+        if parsed.password is not None:
+            raise ConfigError(
+                "DatabaseSettings.url must not hold the password (DatabaseSettings.from_env "
+                "moves it to DB_PASSWORD's field)"
+            )
+        sslmode = parsed.query.get("sslmode")
         if sslmode is not None and sslmode not in SSL_MODES:
             raise ConfigError(f"DATABASE_URL: sslmode must be one of {sorted(SSL_MODES)}")
-        # The password is never joined into the URL: engines hand it to the driver per
-        # connection (models.credentials), so no URL string can leak it or go stale.
-        object.__setattr__(self, "url", url)
         if self.pool_size < 1:
             raise ConfigError("DB_POOL_SIZE must be at least 1")
         arn = self.password_secret_arn
@@ -155,7 +240,7 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BrokerSettings(_FromEnv):
     url: str = env(
         "BROKER_URL",
@@ -225,7 +310,9 @@ class BrokerSettings(_FromEnv):
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("redis://", "rediss://", "unix://", "sqs://", "memory://")):
-            raise ConfigError(f"BROKER_URL must be a redis:// or sqs:// URL, not {self.url!r}")
+            raise ConfigError(
+                f"BROKER_URL must be a redis:// or sqs:// URL, not {redact_url(self.url)!r}"
+            )
         if not 0 <= self.sqs_wait_time_s <= 20:
             raise ConfigError("SQS_WAIT_TIME_S must be between 0 and 20 (SQS's long-poll cap)")
         if self.sqs_max_receive_count < 1:
@@ -234,7 +321,7 @@ class BrokerSettings(_FromEnv):
             raise ConfigError("REDIS_MAINTENANCE_CHANCE must be between 1 and 1000000")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class JobSettings(_FromEnv):
     time_limit_ms: int = env(
         "JOB_TIME_LIMIT_MS",
@@ -286,7 +373,7 @@ class JobSettings(_FromEnv):
         return self.time_limit_ms / 1000 + self.max_backoff_ms / 1000 + self.pending_grace_s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ApiSettings(_FromEnv):
     max_body_bytes: int = env(
         "API_MAX_BODY_BYTES", "larger request bodies are refused with 413", 16_384
@@ -308,7 +395,7 @@ class ApiSettings(_FromEnv):
             raise ConfigError(f"TASKOVERFLOW_FAULTS: unknown fault {self.faults!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DeploySettings(_FromEnv):
     environment: str = env(
         "TASKOVERFLOW_ENV",
@@ -328,7 +415,7 @@ class DeploySettings(_FromEnv):
         return self.environment == "production"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LogSettings(_FromEnv):
     format: str = env(
         "LOG_FORMAT", "json, console, or auto (console on a terminal, JSON otherwise)", "auto"
@@ -340,6 +427,56 @@ class LogSettings(_FromEnv):
             raise ConfigError(f"LOG_FORMAT must be json, console or auto, not {self.format!r}")
         if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {self.level!r}")
+
+
+@dataclass(frozen=True, repr=False)
+class WorkerSettings(_FromEnv):
+    processes: int = env(
+        "WORKER_PROCESSES",
+        "worker processes `python -m workers` starts (never Dramatiq's one per CPU)",
+        1,
+    )
+    threads: int = env(
+        "DRAMATIQ_THREADS",
+        "worker threads per process; each process's connection pool is sized to match",
+        8,
+    )
+    shutdown_timeout_ms: int = env(
+        "WORKER_SHUTDOWN_TIMEOUT_MS",
+        "on SIGTERM, running jobs get this long before they are handed back to the queue; "
+        "keep it below the container's stop timeout",
+        25_000,
+    )
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ConfigError(f"WORKER_PROCESSES must be at least 1, not {self.processes}")
+        if self.threads < 1:
+            raise ConfigError(f"DRAMATIQ_THREADS must be at least 1, not {self.threads}")
+        if self.shutdown_timeout_ms < 0:
+            raise ConfigError("WORKER_SHUTDOWN_TIMEOUT_MS must not be negative")
+
+
+@dataclass(frozen=True, repr=False)
+class ZeroSetupSettings(_FromEnv):
+    port: int = env(
+        "PORT", "zero-setup run (`make run`): port of the page and the API on 127.0.0.1", 6400
+    )
+    data_dir: str | None = env(
+        "TASKOVERFLOW_DATA_DIR",
+        "zero-setup run: directory of its SQLite file (taskoverflow.sqlite3) when "
+        "DATABASE_URL is unset; default the current directory",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"PORT must be between 1 and 65535, not {self.port}")
+
+    @property
+    def database_url(self) -> str:
+        """The SQLite file the zero-setup run uses when DATABASE_URL is unset."""
+        return f"sqlite:///{Path(self.data_dir or '.').resolve() / 'taskoverflow.sqlite3'}"
 
 
 def sqs_visibility_timeout_s(broker: BrokerSettings, jobs: JobSettings) -> int:
@@ -361,7 +498,7 @@ def sqs_visibility_timeout_s(broker: BrokerSettings, jobs: JobSettings) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the API and the workers are configured with."""
+    """Everything the API, the workers and the zero-setup run are configured with."""
 
     database: DatabaseSettings
     broker: BrokerSettings
@@ -369,6 +506,8 @@ class Settings:
     api: ApiSettings
     log: LogSettings
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    zero_setup: ZeroSetupSettings = field(default_factory=ZeroSetupSettings)
 
     def __post_init__(self) -> None:
         if self.deploy.is_production:
@@ -381,35 +520,54 @@ class Settings:
                     "TASKOVERFLOW_ENV=production needs a redis:// or sqs:// BROKER_URL"
                 )
         if self.broker.is_sqs:
-            # Settled once here, so the broker, the queue creation and Terraform's mirror of
-            # this rule all see the same number.
-            object.__setattr__(
-                self.broker,
-                "sqs_visibility_timeout_s",
-                sqs_visibility_timeout_s(self.broker, self.jobs),
-            )
+            if self.broker.sqs_visibility_timeout_s is None:
+                raise ConfigError("SQS_VISIBILITY_TIMEOUT_S must be settled: use from_env")
+            sqs_visibility_timeout_s(self.broker, self.jobs)  # refuses a value SQS would misuse
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
+        broker = BrokerSettings.from_env(environ)
+        jobs = JobSettings.from_env(environ)
+        if broker.is_sqs:
+            # Settled once here, so the broker, the queue creation and Terraform's mirror of
+            # this rule all see the same number.
+            broker = dataclasses.replace(
+                broker, sqs_visibility_timeout_s=sqs_visibility_timeout_s(broker, jobs)
+            )
         return cls(
             database=DatabaseSettings.from_env(environ),
-            broker=BrokerSettings.from_env(environ),
-            jobs=JobSettings.from_env(environ),
+            broker=broker,
+            jobs=jobs,
             api=ApiSettings.from_env(environ),
             log=LogSettings.from_env(environ),
             deploy=DeploySettings.from_env(environ),
+            worker=WorkerSettings.from_env(environ),
+            zero_setup=ZeroSetupSettings.from_env(environ),
         )
+
+    @classmethod
+    def for_zero_setup(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The single-process run's settings (ops/dev/standalone.py): DATABASE_URL and
+        BROKER_URL, when unset, fall back to a SQLite file in TASKOVERFLOW_DATA_DIR and the
+        in-memory broker, except under TASKOVERFLOW_ENV=production."""
+        environ = os.environ if environ is None else environ
+        if DeploySettings.from_env(environ).is_production:
+            missing = [v for v in ("DATABASE_URL", "BROKER_URL") if not environ.get(v)]
+            if missing:
+                raise MissingInProduction(
+                    f"{' and '.join(missing)} not set, and TASKOVERFLOW_ENV=production never "
+                    "falls back to SQLite or the in-memory broker"
+                )
+        fallback = {
+            "DATABASE_URL": ZeroSetupSettings.from_env(environ).database_url,
+            "BROKER_URL": "memory://",
+        }
+        return cls.from_env({**fallback, **environ})
 
     @staticmethod
     def env_names() -> list[str]:
         """Every environment variable the settings read (for docs and config checks)."""
-        groups = (
-            DatabaseSettings,
-            BrokerSettings,
-            JobSettings,
-            ApiSettings,
-            LogSettings,
-            DeploySettings,
-        )
+        hints = get_type_hints(Settings)
+        groups: list[type[_FromEnv]] = [hints[f.name] for f in dataclasses.fields(Settings)]
         return [name for group in groups for name in group.env_names()]

@@ -1,9 +1,11 @@
-"""``python -m workers``: start the Dramatiq worker pool with its size taken from the environment.
+"""``python -m workers``: start the Dramatiq worker pool with its size taken from the settings.
 
 Container images and the Makefile start workers this way, so the process and thread counts
-are ordinary settings (``WORKER_PROCESSES``, ``DRAMATIQ_THREADS``) rather than baked into a
-command line. It replaces itself with the dramatiq CLI (exec), so signals reach Dramatiq
-directly: SIGTERM stops taking work and hands running jobs back.
+are ordinary settings (``WORKER_PROCESSES``, ``DRAMATIQ_THREADS``, read by
+``models.settings.WorkerSettings``) rather than baked into a command line. The whole
+configuration is checked here, once, before any worker process is forked. It then replaces
+itself with the dramatiq CLI (exec), so signals reach Dramatiq directly: SIGTERM stops
+taking work and hands running jobs back.
 """
 
 from __future__ import annotations
@@ -11,57 +13,55 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 
-#: Environment variables this launcher reads (besides everything ``Settings`` reads).
-LAUNCHER_ENV = ("WORKER_PROCESSES", "DRAMATIQ_THREADS", "WORKER_SHUTDOWN_TIMEOUT_MS")
+from models.settings import ConfigError, Settings, WorkerSettings
 
-#: Idle consumers poll Redis at most this far apart (ms). Dramatiq's default of 1000 adds ~0.5 s
-#: of pickup latency to a job submitted to an idle pool; 50 keeps a job after idle under
-#: ~100 ms end to end (P7 in docs/BENCHMARKS.md) for 20 cheap polls a second per process. SQS
-#: long-polls instead (SQS_WAIT_TIME_S).
+#: The variables that size the pool (a settings group like any other; kept as a name for
+#: the deployment checks that list what each container sets).
+LAUNCHER_ENV = tuple(WorkerSettings.env_names())
+
+#: Idle consumers poll Redis at most this far apart (ms). Dramatiq's default of 1000 adds up to
+#: a second of pickup latency to a job submitted to an idle pool; 50 keeps it small
+#: (docs/BENCHMARKS.md, P7) for 20 cheap polls a second per process. SQS long-polls instead
+#: (SQS_WAIT_TIME_S).
 DEFAULT_POLL_MS = "50"
 
-#: glibc memory settings for a process that builds multi-MB strings on several threads
-#: (docs/BENCHMARKS.md, P4). Up to 8 malloc arenas per core, one per thread allocating at
-#: once, each keeping its own freed memory: two arenas took the peak RSS over three
-#: 100,000-todo calendars from 212 to 175 MiB. glibc also raises its mmap threshold after
-#: each large free, so later 16 MB results come from the heap and stay there: the peak
-#: then crept up job after job (249 MiB after 8 large calendars). A fixed 256 KiB threshold
-#: gives large buffers back on free: 166 MiB peak after 9, and 101 MiB resident between.
+#: glibc memory settings for a process that builds multi-MB strings on several threads. glibc
+#: keeps up to 8 malloc arenas per core, one per thread allocating at once, each holding its
+#: own freed memory: two arenas lower the peak. glibc also raises its mmap threshold after each
+#: large free, so later large results come from the heap and stay there and the peak creeps up
+#: job after job; a fixed 256 KiB threshold gives large buffers back on free. The measured
+#: peaks before and after: docs/BENCHMARKS.md, P4.
 MALLOC_DEFAULTS = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144"}
 
 
-def dramatiq_argv(environ: dict[str, str]) -> list[str]:
-    """The dramatiq command line for ``environ``; refuses counts that are not positive."""
-    counts = {}
-    for name, default in (("WORKER_PROCESSES", "1"), ("DRAMATIQ_THREADS", "8")):
-        raw = environ.get(name, default)
-        if not raw.isdigit() or int(raw) < 1:
-            raise SystemExit(f"taskoverflow worker: {name} must be a positive integer, not {raw!r}")
-        counts[name] = raw
-    shutdown_ms = environ.get("WORKER_SHUTDOWN_TIMEOUT_MS", "25000")
-    if not shutdown_ms.isdigit():
-        raise SystemExit("taskoverflow worker: WORKER_SHUTDOWN_TIMEOUT_MS must be an integer")
+def dramatiq_argv(worker: WorkerSettings) -> list[str]:
+    """The dramatiq command line for a pool of ``worker``'s size."""
     return [
         "dramatiq",
         "workers.main",
         "--processes",
-        counts["WORKER_PROCESSES"],
+        str(worker.processes),
         "--threads",
-        counts["DRAMATIQ_THREADS"],
+        str(worker.threads),
         # Our structlog configuration (models.log_config), not Dramatiq's.
         "--skip-logging",
         # Below the container stop timeout (ECS: 30 s by default, 120 s at most), so running
         # jobs are handed back before the SIGKILL.
         "--worker-shutdown-timeout",
-        shutdown_ms,
+        str(worker.shutdown_timeout_ms),
     ]
 
 
-def dramatiq_environ(environ: dict[str, str], argv: list[str]) -> dict[str, str]:
-    """The environment dramatiq runs with: ours fills in what the deployment left unset."""
+def dramatiq_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment dramatiq runs with: ours fills in what the deployment left unset.
+
+    These are not settings of ours but tuning handed to what runs below us (Dramatiq's poll
+    interval, glibc's malloc). ``workers.main`` reads DRAMATIQ_THREADS through the same
+    settings, with the same default, so its pool matches ``--threads``.
+    """
     environ = dict(environ)
-    environ.setdefault("DRAMATIQ_THREADS", argv[argv.index("--threads") + 1])
     environ.setdefault("dramatiq_worker_timeout", DEFAULT_POLL_MS)
     for name, value in MALLOC_DEFAULTS.items():
         environ.setdefault(name, value)
@@ -69,8 +69,12 @@ def dramatiq_environ(environ: dict[str, str], argv: list[str]) -> dict[str, str]
 
 
 def main() -> None:
-    argv = dramatiq_argv(dict(os.environ))
-    environ = dramatiq_environ(dict(os.environ), argv)
+    try:
+        worker = Settings.from_env(os.environ).worker
+    except ConfigError as exc:
+        raise SystemExit(f"taskoverflow worker: configuration error: {exc}") from None
+    argv = dramatiq_argv(worker)
+    environ = dramatiq_environ(os.environ)
     executable = shutil.which("dramatiq", path=os.path.dirname(sys.executable)) or "dramatiq"
     os.execvpe(executable, argv, environ)  # noqa: S606 (fixed argv, no shell)
 

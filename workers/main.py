@@ -1,11 +1,10 @@
 """Entry point for the Dramatiq CLI: ``dramatiq workers.main -p 2 -t 4``.
 
 The CLI imports this module in every worker process, so here, and only here, the settings
-are read and the broker is built at import time. ``DRAMATIQ_THREADS`` must match ``-t`` so
-the connection pool is sized to the threads (the Makefile and the image pass both).
+are read and the broker is built at import time. ``DRAMATIQ_THREADS`` (a setting, default 8)
+must match ``-t`` so the connection pool is sized to the threads; ``python -m workers`` (the
+Makefile and the images) passes ``-t`` from that same setting.
 """
-
-import os
 
 import structlog
 
@@ -16,15 +15,15 @@ from workers.broker import build_worker_broker
 
 try:
     settings = Settings.from_env()
-    threads = int(os.environ.get("DRAMATIQ_THREADS", "8"))
-except (ConfigError, ValueError) as exc:
+except ConfigError as exc:
     raise SystemExit(f"taskoverflow worker: configuration error: {exc}") from None
+threads = settings.worker.threads
 
 configure_logging(settings.log, process="worker")
 broker = build_worker_broker(settings, threads=threads)
 register_actors(broker, settings.broker.queue_name)
 if settings.broker.is_sqs:
-    # Only an SQS deployment loads boto3 (~11 MB per process).
+    # Only an SQS deployment loads boto3 (memory per process: docs/BENCHMARKS.md, P4).
     from models.sqs import JobSQSBroker, QueueMissing
 
     assert isinstance(broker, JobSQSBroker)  # noqa: S101 (what build_broker returns for sqs://)

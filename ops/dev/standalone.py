@@ -12,39 +12,29 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from collections.abc import Mapping
 
 import dramatiq
 import structlog
 import uvicorn
-from sqlalchemy.orm import Session
 
 from api.app import create_app
 from models import schema
-from models.database import create_db_engine
+from models.engine import create_db_engine
 from models.log_config import configure_logging
-from models.queue import calendar_message
-from models.settings import ConfigError, Settings
+from models.settings import ConfigError, MissingInProduction, Settings
 from workers.actors import register_actors
 from workers.broker import build_worker_broker
-from workers.reconciler import reconcile_once
+from workers.reconciler import reconcile_and_send
 
 THREADS = 4
 
 
-def settings_from(environ: dict[str, str]) -> Settings:
-    if environ.get("TASKOVERFLOW_ENV") == "production":
-        missing = [v for v in ("DATABASE_URL", "BROKER_URL") if not environ.get(v)]
-        if missing:
-            raise SystemExit(
-                f"taskoverflow: {' and '.join(missing)} not set, and TASKOVERFLOW_ENV=production "
-                "never falls back to SQLite or the in-memory broker"
-            )
-    data_dir = Path(environ.get("TASKOVERFLOW_DATA_DIR") or ".").resolve()
-    environ.setdefault("DATABASE_URL", f"sqlite:///{data_dir / 'taskoverflow.sqlite3'}")
-    environ.setdefault("BROKER_URL", "memory://")
+def settings_from(environ: Mapping[str, str]) -> Settings:
     try:
-        return Settings.from_env(environ)
+        return Settings.for_zero_setup(environ)
+    except MissingInProduction as exc:
+        raise SystemExit(f"taskoverflow: {exc}") from None
     except ConfigError as exc:
         raise SystemExit(f"taskoverflow: configuration error: {exc}") from None
 
@@ -69,18 +59,12 @@ def main() -> None:
         # The in-memory broker lost whatever was queued when the last run stopped: send every
         # unfinished job again now, instead of after the reconciler's grace periods.
         engine = create_db_engine(settings.database, application_name="taskoverflow-boot")
-        with Session(engine) as session:
-            recovered = reconcile_once(
-                session,
-                settings.jobs,
-                lambda job_id: broker.enqueue(calendar_message(settings.broker.queue_name, job_id)),
-                recover_all=True,
-            )
+        recovered = reconcile_and_send(engine, broker, settings, recover_all=True)
         engine.dispose()
         if recovered.resent:
-            log.info("resumed unfinished jobs", jobs=[str(j) for j in recovered.resent])
+            log.info("resumed unfinished jobs", jobs=[str(job.id) for job in recovered.resent])
 
-        port = int(os.environ.get("PORT", "6400"))
+        port = settings.zero_setup.port
         log.info(
             "TaskOverflow is up", page=f"http://127.0.0.1:{port}/", database=settings.database.url
         )

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from models.settings import ConfigError, Settings, normalise_database_url
+from models.settings import (
+    ConfigError,
+    DatabaseSettings,
+    MissingInProduction,
+    Settings,
+    normalise_database_url,
+    redact_url,
+)
+from tests.services import ROOT
 
 BASE = {"DATABASE_URL": "postgresql://u@db:5432/t", "BROKER_URL": "redis://r:6379/0"}
 
@@ -71,9 +82,40 @@ def test_env_names_lists_every_variable_read():
         "JOB_TIME_LIMIT_MS",
         "LOG_FORMAT",
         "PUBLIC_BASE_URL",
+        "WORKER_PROCESSES",
+        "DRAMATIQ_THREADS",
+        "WORKER_SHUTDOWN_TIMEOUT_MS",
+        "PORT",
+        "TASKOVERFLOW_DATA_DIR",
     ):
         assert name in names
     assert len(names) == len(set(names))
+
+
+def test_the_readme_documents_every_variable():
+    """The README's configuration table (and its SQS section) names each variable read."""
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", Path(ROOT, "README.md").read_text()))
+    assert set(Settings.env_names()) - documented == set()
+
+
+def test_no_process_reads_the_environment_but_the_settings():
+    """One reader: the entry points hand os.environ to models.settings and read nothing else."""
+    entry_points = [
+        *Path(ROOT, "api").rglob("*.py"),
+        *Path(ROOT, "workers").rglob("*.py"),
+        *(p for p in Path(ROOT, "models").rglob("*.py") if p.name != "settings.py"),
+        Path(ROOT, "migrations", "env.py"),
+        Path(ROOT, "ops", "dev", "standalone.py"),
+    ]
+    # Reading a variable; handing the whole mapping to the settings (or on to a child) is fine.
+    pattern = re.compile(r"getenv|environ\.get\(|environ\[")
+    readers = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in entry_points
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert readers == []
 
 
 SQS = {**BASE, "BROKER_URL": "sqs://"}
@@ -123,6 +165,72 @@ def test_db_password_stays_out_of_the_url_and_is_never_shown():
     assert "p%40ss" not in repr(settings)
 
 
+def test_a_password_written_in_the_url_is_taken_out_of_it():
+    """DATABASE_URL's own password goes to the driver per connection like DB_PASSWORD; the
+    URL kept (and logged, and shown in errors) has none."""
+    database = DatabaseSettings.from_env(
+        {"DATABASE_URL": "postgresql://app:S3cret%40pw@db:5432/t?sslmode=require"}
+    )
+    assert database.url == "postgresql+psycopg2://app@db:5432/t?sslmode=require"
+    assert database.database_password().current() == "S3cret@pw"
+    assert "S3cret" not in repr(database)
+    overridden = DatabaseSettings.from_env(
+        {"DATABASE_URL": "postgresql://app:old@db/t", "DB_PASSWORD": "new"}
+    )
+    assert (overridden.url, overridden.password) == ("postgresql+psycopg2://app@db/t", "new")
+
+
+def test_a_url_holding_a_password_is_refused_at_construction():
+    """Nothing builds DatabaseSettings around a URL with a password by going past from_env."""
+    with pytest.raises(ConfigError, match="must not hold the password"):
+        DatabaseSettings(url="postgresql+psycopg2://app:S3cret@db/t")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"DATABASE_URL": "postgresql://app:S3cret@db/t?sslmode=on"},
+        {
+            "DATABASE_URL": "postgresql://app:S3cret@db/t",
+            "TASKOVERFLOW_ENV": "production",
+            "BROKER_URL": "memory://",
+        },
+        {"BROKER_URL": "amqp://app:S3cret@mq:5672/"},
+        {"DATABASE_URL": "postgresql://app:S3cret@db/t", "DB_POOL_SIZE": "0"},
+    ],
+)
+def test_configuration_errors_never_show_a_password(extra: dict[str, str]):
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({**BASE, **extra})
+    assert "S3cret" not in str(refused.value)
+
+
+def test_reprs_hide_passwords_in_broker_urls():
+    """A Redis URL may carry a password too: reprs show it as ***."""
+    settings = Settings.from_env({**BASE, "BROKER_URL": "redis://:S3cret@r:6379/0"})
+    assert "S3cret" not in repr(settings)
+    assert "redis://:***@r:6379/0" in repr(settings.broker)
+    assert redact_url("rediss://u:S3cret@r/0?password=S3cret&db=1") == (
+        "rediss://u:***@r/0?password=***&db=1"
+    )
+    assert redact_url("sqlite:////tmp/x.sqlite3") == "sqlite:////tmp/x.sqlite3"
+
+
+def test_settings_are_final_when_built():
+    """Frozen, with derived values computed before construction (nothing patched after)."""
+    settings = Settings.from_env({**BASE, "BROKER_URL": "sqs://"})
+    with pytest.raises(AttributeError):
+        settings.broker.url = "redis://elsewhere"  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="SQS_VISIBILITY_TIMEOUT_S must be settled"):
+        Settings(
+            database=settings.database,
+            broker=type(settings.broker)(url="sqs://"),
+            jobs=settings.jobs,
+            api=settings.api,
+            log=settings.log,
+        )
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -154,3 +262,31 @@ def test_development_allows_sqlite_and_the_in_memory_broker():
     settings = Settings.from_env({"DATABASE_URL": "sqlite:///x.sqlite3", "BROKER_URL": "memory://"})
     assert settings.broker.is_in_memory
     assert not settings.deploy.is_production
+
+
+def test_the_zero_setup_run_falls_back_to_sqlite_and_the_in_memory_broker(tmp_path: Path):
+    """Without DATABASE_URL and BROKER_URL: a SQLite file in TASKOVERFLOW_DATA_DIR, memory://."""
+    settings = Settings.for_zero_setup({"TASKOVERFLOW_DATA_DIR": str(tmp_path), "PORT": "7001"})
+    assert settings.database.url == f"sqlite:///{tmp_path / 'taskoverflow.sqlite3'}"
+    assert settings.broker.is_in_memory
+    assert settings.zero_setup.port == 7001
+    given = Settings.for_zero_setup(BASE)
+    assert (given.database.url, given.broker.url) == (
+        "postgresql+psycopg2://u@db:5432/t",
+        "redis://r:6379/0",
+    )
+
+
+def test_the_zero_setup_run_never_falls_back_in_production():
+    with pytest.raises(MissingInProduction, match=r"^DATABASE_URL and BROKER_URL not set"):
+        Settings.for_zero_setup({"TASKOVERFLOW_ENV": "production"})
+    with pytest.raises(MissingInProduction, match=r"^BROKER_URL not set"):
+        Settings.for_zero_setup({**BASE, "BROKER_URL": "", "TASKOVERFLOW_ENV": "production"})
+
+
+@pytest.mark.parametrize(
+    ("port", "message"), [("0", "PORT must be between 1 and 65535"), ("http", "PORT must be an")]
+)
+def test_a_port_that_cannot_be_listened_on_is_refused(port: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        Settings.for_zero_setup({"PORT": port})

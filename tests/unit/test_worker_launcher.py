@@ -1,18 +1,23 @@
-"""``python -m workers`` builds the dramatiq command line from the environment."""
+"""``python -m workers`` builds the dramatiq command line from the worker settings."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
+from models.settings import ConfigError, WorkerSettings
+from tests.processes import BIN
+from tests.services import ROOT
 from workers.__main__ import dramatiq_argv, dramatiq_environ
 
 
 def test_counts_and_shutdown_timeout_come_from_the_environment():
     """WORKER_PROCESSES, DRAMATIQ_THREADS and WORKER_SHUTDOWN_TIMEOUT_MS size the pool."""
-    argv = dramatiq_argv(
+    worker = WorkerSettings.from_env(
         {"WORKER_PROCESSES": "3", "DRAMATIQ_THREADS": "6", "WORKER_SHUTDOWN_TIMEOUT_MS": "9000"}
     )
-    assert argv == [
+    assert dramatiq_argv(worker) == [
         "dramatiq",
         "workers.main",
         "--processes",
@@ -26,25 +31,56 @@ def test_counts_and_shutdown_timeout_come_from_the_environment():
 
 
 def test_defaults_are_explicit():
-    """Never Dramatiq's one-process-per-CPU default: 1 process, 8 threads."""
-    argv = dramatiq_argv({})
+    """Never Dramatiq's one-process-per-CPU default: 1 process, 8 threads, 25 s to stop."""
+    argv = dramatiq_argv(WorkerSettings.from_env({}))
     assert argv[argv.index("--processes") + 1] == "1"
     assert argv[argv.index("--threads") + 1] == "8"
+    assert argv[argv.index("--worker-shutdown-timeout") + 1] == "25000"
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "two", ""])
-def test_bad_counts_are_refused(bad: str):
-    """A count that is not a positive integer stops the launcher with its name."""
-    with pytest.raises(SystemExit, match="WORKER_PROCESSES must be a positive integer"):
-        dramatiq_argv({"WORKER_PROCESSES": bad})
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"WORKER_PROCESSES": "0"}, "WORKER_PROCESSES must be at least 1, not 0"),
+        ({"WORKER_PROCESSES": "-1"}, "WORKER_PROCESSES must be at least 1, not -1"),
+        ({"WORKER_PROCESSES": "two"}, "WORKER_PROCESSES must be an integer, not 'two'"),
+        ({"WORKER_PROCESSES": ""}, "WORKER_PROCESSES must be an integer, not ''"),
+        ({"DRAMATIQ_THREADS": "0"}, "DRAMATIQ_THREADS must be at least 1"),
+        ({"WORKER_SHUTDOWN_TIMEOUT_MS": "soon"}, "WORKER_SHUTDOWN_TIMEOUT_MS must be an integer"),
+        ({"WORKER_SHUTDOWN_TIMEOUT_MS": "-5"}, "WORKER_SHUTDOWN_TIMEOUT_MS must not be negative"),
+    ],
+)
+def test_bad_counts_are_refused(environ: dict[str, str], message: str):
+    """A count that is not a positive integer is refused, naming the variable."""
+    with pytest.raises(ConfigError, match=message):
+        WorkerSettings.from_env(environ)
+
+
+def test_the_launcher_stops_on_a_bad_setting_before_starting_dramatiq():
+    """One line naming the variable, exit status 1, and no worker process started."""
+    done = subprocess.run(
+        [str(BIN / "python"), "-m", "workers"],
+        cwd=ROOT,
+        env={
+            "DATABASE_URL": "postgresql://u@127.0.0.1:9/none",
+            "BROKER_URL": "redis://127.0.0.1:9/0",
+            "WORKER_PROCESSES": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "taskoverflow worker: configuration error: WORKER_PROCESSES must be at least 1, not 0"
+    )
 
 
 def test_dramatiq_runs_with_short_polling_and_lean_malloc_unless_told_otherwise():
     """The launcher's defaults (docs/BENCHMARKS.md P4, P7), never overriding a deployment's."""
-    argv = dramatiq_argv({"DRAMATIQ_THREADS": "3"})
-    env = dramatiq_environ({"DRAMATIQ_THREADS": "3"}, argv)
+    env = dramatiq_environ({"DRAMATIQ_THREADS": "3"})
     assert (env["dramatiq_worker_timeout"], env["MALLOC_ARENA_MAX"]) == ("50", "2")
     assert env["MALLOC_MMAP_THRESHOLD_"] == "262144"
-    told = dramatiq_environ({"MALLOC_ARENA_MAX": "4", "dramatiq_worker_timeout": "200"}, argv)
+    assert env["DRAMATIQ_THREADS"] == "3"
+    told = dramatiq_environ({"MALLOC_ARENA_MAX": "4", "dramatiq_worker_timeout": "200"})
     assert (told["dramatiq_worker_timeout"], told["MALLOC_ARENA_MAX"]) == ("200", "4")
-    assert told["DRAMATIQ_THREADS"] == "3"
