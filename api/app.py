@@ -9,27 +9,65 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from typing import Any
 
 import dramatiq
 import structlog
 from litestar import Litestar
-from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.types import (
+    ASGIApp,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Receive,
+    Scope,
+    Send,
+)
 
 from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
+from api.http_methods import rfc9110_methods
 from api.request_log import request_log_middleware
-from api.routes.calendar_jobs import CalendarJobController
+from api.routes.calendar_jobs import CalendarJobController, CalendarJobs
 from api.routes.health import health, ready
 from api.routes.page import page_routes
 from api.routes.todos import TodoController
-from api.state import ApiResources, JobSender
+from api.state import CrashAfterCommitSender, JobSender
 from models.log_config import configure_logging
 from models.queue import build_broker
 from models.settings import ConfigError, Settings
 
 log = structlog.get_logger("api")
+
+
+class TaskOverflowApp(Litestar):
+    """Litestar, with every HTTP request passing our outer layers before Litestar routes it:
+    the access log (so it records every request, those routing refuses included) and HEAD and
+    ``Allow`` as RFC 9110 has them (api.http_methods), which must act before routing."""
+
+    @cached_property
+    def _http_entry(self) -> ASGIApp:
+        return request_log_middleware(rfc9110_methods(self, super().__call__))
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] == "http":
+            await self._http_entry(scope, receive, send)  # type: ignore[arg-type]
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def _constant(value: Any) -> Provide:
+    """A dependency that is ``value`` for every request (made once, in create_app)."""
+    return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
 
 def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> Litestar:
@@ -39,11 +77,13 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
     single-process run shares its in-memory broker with the actors).
     """
     engine = create_api_engine(settings.database, application_name="taskoverflow-api")
-    resources = ApiResources(
-        settings=settings,
-        db=Database(engine),
-        sender=JobSender(broker or build_broker(settings.broker), settings.broker.queue_name),
-    )
+    # Reliability tests only (settings refuse it in production): a sender that kills the
+    # process when asked to send, i.e. after the job's row is committed and before its
+    # message leaves, which the reconciler must then make up for.
+    crash = settings.api.faults == "crash-after-commit"
+    sender_class = CrashAfterCommitSender if crash else JobSender
+    sender = sender_class(broker or build_broker(settings.broker), settings.broker.queue_name)
+    db = Database(engine)
 
     def size_thread_pool() -> None:
         # Handlers are async; the threads only make broker sends (blocking clients). Sized
@@ -55,15 +95,18 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
 
     async def release() -> None:
         await engine.dispose()
-        resources.sender.broker.close()
+        sender.broker.close()
 
-    return Litestar(
+    return TaskOverflowApp(
         route_handlers=[health, ready, TodoController, CalendarJobController, *page_routes()],
-        state=State({"resources": resources}),
+        # What handlers use, by parameter name and type (``db: NamedDependency[Database]``).
+        dependencies={
+            "db": _constant(db),
+            "jobs": _constant(CalendarJobs(db, sender, settings.api.public_base_url)),
+        },
         on_startup=[size_thread_pool],
         on_shutdown=[release],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_log_middleware],
         request_max_body_size=settings.api.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="TaskOverflow",

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import structlog
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, MethodNotAllowedException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from api.database import DatabaseUnavailable
+from api.http_methods import allow_header
 
 log = structlog.get_logger("api")
 
@@ -46,7 +47,11 @@ def _http_exception(_: Request, exc: HTTPException) -> Response[dict[str, str]]:
         first = exc.extra[0]
         if isinstance(first, dict) and first.get("key"):
             message = f"{first['key']}: {first.get('message', 'invalid value')}"
-    return error_response(exc.status_code, message, exc.headers)
+    headers = exc.headers
+    if isinstance(exc, MethodNotAllowedException) and headers and "allow" in headers:
+        # Routing lists the methods it has handlers for; HEAD is answered wherever GET is.
+        headers = {**headers, "allow": allow_header(headers["allow"].split(","))}
+    return error_response(exc.status_code, message, headers)
 
 
 def _database_unavailable(_: Request, exc: DatabaseUnavailable) -> Response[dict[str, str]]:

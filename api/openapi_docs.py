@@ -36,6 +36,7 @@ def errors(*codes: int) -> dict[int, ResponseSpec]:
         400: "Bad input: the message says which field and why",
         404: "Not found",
         413: "Request body too large",
+        415: "The body is declared as something other than JSON (Content-Type)",
         503: "The database or the job queue is unreachable; retry shortly",
     }
     return {

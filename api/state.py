@@ -1,15 +1,15 @@
-"""What the API process holds for its lifetime: settings, the database, the job sender."""
+"""The job sender the API process holds for its lifetime (api.app hands it to the job
+routes), and its fault-injecting stand-in for reliability tests."""
 
 from __future__ import annotations
 
+import os
 import uuid
-from dataclasses import dataclass
 
 import dramatiq
 
-from api.database import Database
-from models.queue import calendar_message
-from models.settings import Settings
+from models import JobKind
+from models.queue import send_job
 
 
 class JobSender:
@@ -22,11 +22,16 @@ class JobSender:
         self.queue_name = queue_name
 
     def send_calendar_job(self, job_id: uuid.UUID) -> None:
-        self.broker.enqueue(calendar_message(self.queue_name, job_id))
+        send_job(self.broker, self.queue_name, JobKind.ICAL, job_id)
 
 
-@dataclass
-class ApiResources:
-    settings: Settings
-    db: Database
-    sender: JobSender
+class CrashAfterCommitSender(JobSender):
+    """TASKOVERFLOW_FAULTS=crash-after-commit (reliability tests; refused in production).
+
+    The handler commits a job's row before it sends the message, so dying here is dying
+    exactly where a crash strands a job: committed, never sent. The reconciler must send it
+    (tests/chaos/test_outages.py). Exit status 70 tells the test it was this crash.
+    """
+
+    def send_calendar_job(self, job_id: uuid.UUID) -> None:
+        os._exit(70)

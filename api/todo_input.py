@@ -24,12 +24,33 @@ WRITABLE_FIELDS = frozenset({"title", "description", "completed", "deadline_at"}
 #: ``now + N days`` far from datetime's limits.
 MAX_WINDOW_DAYS = 36_500
 
-_WINDOW_PATTERN = re.compile(r"[+-]?\d{1,6}")
+#: Any decimal integer (as the OpenAPI's ``type: integer`` reads a query value: optional
+#: sign, leading zeros, ASCII digits only) with at most 6 significant digits; only those
+#: are converted (int() refuses strings of over 4,300 digits, leading zeros included).
+_WINDOW_PATTERN = re.compile(r"(?P<sign>[+-]?)0*(?P<digits>[0-9]{1,6})")
 _DATETIME_EXAMPLE = "2023-02-27T00:00:00"
 
 
 def _bad(message: str) -> ApiError:
     return ApiError(400, message)
+
+
+def require_json_body(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON: ``application/json`` or a ``+json`` type,
+    any parameters (charset) allowed.
+
+    A body with no Content-Type at all is read as JSON (RFC 9110 section 8.3 lets the
+    recipient examine the data), as it always has been: clients that send JSON without
+    saying so keep working, and whatever is not JSON still gets the 400 saying so.
+    """
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise ApiError(415, "request body must be JSON, sent with Content-Type: application/json")
 
 
 def decode_object(raw: bytes) -> dict[str, Any]:
@@ -120,9 +141,11 @@ def parse_completed_filter(raw: str | None) -> bool | None:
 def parse_window(raw: str | None) -> timedelta | None:
     if raw is None:
         return None
-    if not _WINDOW_PATTERN.fullmatch(raw) or abs(int(raw)) > MAX_WINDOW_DAYS:
+    match = _WINDOW_PATTERN.fullmatch(raw)
+    days = int(match["sign"] + match["digits"]) if match else None
+    if days is None or abs(days) > MAX_WINDOW_DAYS:
         raise _bad(
             f"window must be a whole number of days between -{MAX_WINDOW_DAYS} "
             f"and {MAX_WINDOW_DAYS}"
         )
-    return timedelta(days=int(raw))
+    return timedelta(days=days)

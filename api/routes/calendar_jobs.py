@@ -3,32 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
+from dataclasses import dataclass
 
 import structlog
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api import queries
+from api.database import Database
 from api.errors import ApiError
 from api.openapi_docs import errors
 from api.schemas import TaskCreated, TaskStatus
+from api.state import JobSender
 from models import JobKind, JobStatus
 from models.clock import utcnow
 
 log = structlog.get_logger("api")
 
 
-def _base_url(state: State, request: Request) -> str:
-    return state.resources.settings.api.public_base_url or str(request.base_url).rstrip("/")
+@dataclass(frozen=True)
+class CalendarJobs:
+    """What submitting and polling a job use: the database (the job's row), the sender (its
+    message) and the base of the URLs handed out (PUBLIC_BASE_URL, else the request's).
 
+    One dependency, not three: Litestar resolves a handler's independent dependencies
+    concurrently, starting a task group for every request, an overhead out of all proportion
+    to a handler that runs one statement (and every client polls its job's status).
+    """
 
-def _urls(state: State, request: Request, job_id: uuid.UUID) -> tuple[str, str]:
-    base = f"{_base_url(state, request)}/api/v1/todos/ical/{job_id}"
-    return f"{base}/status", f"{base}/result"
+    db: Database
+    sender: JobSender
+    public_base_url: str | None
+
+    def urls(self, request: Request, job_id: uuid.UUID) -> tuple[str, str]:
+        """The job's status and result URLs."""
+        base_url = self.public_base_url or str(request.base_url).rstrip("/")
+        base = f"{base_url}/api/v1/todos/ical/{job_id}"
+        return f"{base}/status", f"{base}/result"
 
 
 def _job_id(task_id: str) -> uuid.UUID:
@@ -49,26 +63,21 @@ class CalendarJobController(Controller):
         "cannot be reached (the job is then marked FAILURE, nothing waits for it).",
         responses=errors(503),
     )
-    async def submit(self, state: State, request: Request) -> Response[TaskCreated]:
-        resources = state.resources
+    async def submit(
+        self, request: Request, jobs: NamedDependency[CalendarJobs]
+    ) -> Response[TaskCreated]:
         job_id = uuid.uuid4()
         # Committed first (the insert is its own transaction): a worker that receives the
         # message must find the row.
-        await resources.db.execute(
-            queries.INSERT_JOB, id=job_id, kind=JobKind.ICAL.value, now=utcnow()
-        )
-        if resources.settings.api.faults == "crash-after-commit":
-            # Reliability tests: die exactly where a crash would strand the job (the
-            # reconciler must send it). Never enabled in production (settings refuse it).
-            os._exit(70)
+        await jobs.db.execute(queries.INSERT_JOB, id=job_id, kind=JobKind.ICAL.value, now=utcnow())
         try:
             # Broker clients block (redis-py, boto3): send from the thread pool, not the loop.
             await asyncio.get_running_loop().run_in_executor(
-                None, resources.sender.send_calendar_job, job_id
+                None, jobs.sender.send_calendar_job, job_id
             )
         except Exception as exc:
             log.warning("job queue unavailable", job_id=str(job_id), error=repr(exc))
-            await resources.db.execute(
+            await jobs.db.execute(
                 queries.FAIL_UNSENT_JOB,
                 job_id=job_id,
                 error="the job queue could not be reached when the job was submitted",
@@ -79,7 +88,7 @@ class CalendarJobController(Controller):
                 "job queue unavailable: the calendar job could not be queued, try again shortly",
                 {"Retry-After": "5"},
             ) from exc
-        status_url, _ = _urls(state, request, job_id)
+        status_url, _ = jobs.urls(request, job_id)
         return Response(
             TaskCreated(task_id=str(job_id), task_url=status_url),
             status_code=HTTP_202_ACCEPTED,
@@ -87,13 +96,15 @@ class CalendarJobController(Controller):
         )
 
     @get("/{task_id:str}/status", summary="A calendar job's state", responses=errors(404, 503))
-    async def status(self, state: State, request: Request, task_id: FromPath[str]) -> TaskStatus:
+    async def status(
+        self, request: Request, task_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+    ) -> TaskStatus:
         job_id = _job_id(task_id)
-        row = await state.resources.db.fetch_one(queries.JOB_STATUS, id=job_id)
+        row = await jobs.db.fetch_one(queries.JOB_STATUS, id=job_id)
         if row is None:
             raise ApiError(404, "Task not found")
         status, error = row
-        _, result_url = _urls(state, request, job_id)
+        _, result_url = jobs.urls(request, job_id)
         reason = error if status in (JobStatus.RETRY, JobStatus.FAILURE) else None
         return TaskStatus(
             task_id=str(job_id), task_status=status, result_url=result_url, reason=reason
@@ -105,9 +116,9 @@ class CalendarJobController(Controller):
         media_type="text/calendar",
         responses=errors(404, 503),
     )
-    async def result(self, state: State, task_id: FromPath[str]) -> Response[str]:
+    async def result(self, task_id: FromPath[str], db: NamedDependency[Database]) -> Response[str]:
         job_id = _job_id(task_id)
-        row = await state.resources.db.fetch_one(queries.JOB_RESULT, id=job_id)
+        row = await db.fetch_one(queries.JOB_RESULT, id=job_id)
         if row is None:
             raise ApiError(404, "Task not found")
         status, result, error = row

@@ -1,9 +1,10 @@
 """/api/v1/health (liveness) and /api/v1/health/ready (readiness)."""
 
 from litestar import get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from api import queries
+from api.database import Database
 from api.openapi_docs import errors
 from api.schemas import Health
 
@@ -24,6 +25,6 @@ async def health() -> Health:
     "reach the database (wrong URL, TLS option or password) never takes traffic.",
     responses=errors(503),
 )
-async def ready(state: State) -> Health:
-    await state.resources.db.fetch_one(queries.DATABASE_PING)
+async def ready(db: NamedDependency[Database]) -> Health:
+    await db.fetch_one(queries.DATABASE_PING)
     return Health(status="ok")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post, put
-from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIType
 from litestar.params import FromPath, QueryParameter
 
 from api import queries
+from api.database import Database
 from api.errors import ApiError
 from api.openapi_docs import (
     CreateTodoOperation,
@@ -18,17 +20,21 @@ from api.openapi_docs import (
 )
 from api.schemas import TodoOut
 from api.todo_input import (
+    MAX_WINDOW_DAYS,
     decode_object,
     parse_completed_filter,
     parse_todo_fields,
     parse_window,
+    require_json_body,
 )
 from models.clock import utcnow
 
 MAX_ID = 2**31 - 1
 
 _BODY_DOC = (
-    'Body: a JSON object with any of "title" (string, required on create, <= 80 chars), '
+    "Body: sent as application/json (a body declared as any other media type is refused "
+    "with 415; one with no Content-Type is read as JSON). "
+    'A JSON object with any of "title" (string, required on create, <= 80 chars), '
     '"description" (string or null, <= 120), "completed" (boolean), '
     '"deadline_at" (ISO-8601 date-time or null; without an offset it means UTC). '
     'Any other key is refused with 400 "extra fields".'
@@ -52,20 +58,31 @@ class TodoController(Controller):
     @get(summary="List todos, newest first", responses=errors(400, 503))
     async def list_todos(
         self,
-        state: State,
+        db: NamedDependency[Database],
+        # Each documented as exactly what it accepts, not enforced by Litestar: the parsers
+        # answer anything else with our own 400 message. (Absent is what None stands for;
+        # a query string has no null, so the documented schema has none either.)
         completed: Annotated[
             str | None,
             QueryParameter(
                 description="true or false: only todos with it",
-                # Documented, not enforced by Litestar: parse_completed_filter answers
-                # anything else with our own 400 message.
-                schema_extra={"enum": ["true", "false"]},
+                schema_extra={
+                    "one_of": None,
+                    "type": OpenAPIType.STRING,
+                    "enum": ["true", "false"],
+                },
             ),
         ] = None,
         window: Annotated[
             str | None,
             QueryParameter(
-                description="N: only todos due by now + N days (overdue included, undated not)"
+                description="N: only todos due by now + N days (overdue included, undated not)",
+                schema_extra={
+                    "one_of": None,
+                    "type": OpenAPIType.INTEGER,
+                    "minimum": -MAX_WINDOW_DAYS,
+                    "maximum": MAX_WINDOW_DAYS,
+                },
             ),
         ] = None,
     ) -> list[TodoOut]:
@@ -76,16 +93,12 @@ class TodoController(Controller):
             params["completed"] = only_completed
         if horizon is not None:
             params["due_by"] = utcnow() + horizon
-        rows = await state.resources.db.fetch_all(queries.todo_list(frozenset(params)), **params)
+        rows = await db.fetch_all(queries.todo_list(frozenset(params)), **params)
         return [TodoOut(*row) for row in rows]
 
     @get("/{todo_id:int}", summary="Read one todo", responses=errors(404, 503))
-    async def get_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut:
-        row = (
-            await state.resources.db.fetch_one(queries.TODO_BY_ID, id=todo_id)
-            if _valid_id(todo_id)
-            else None
-        )
+    async def get_todo(self, todo_id: FromPath[int], db: NamedDependency[Database]) -> TodoOut:
+        row = await db.fetch_one(queries.TODO_BY_ID, id=todo_id) if _valid_id(todo_id) else None
         if row is None:
             raise _not_found()
         return TodoOut(*row)
@@ -97,11 +110,12 @@ class TodoController(Controller):
         status_code=201,
         description=_BODY_DOC,
         operation_class=CreateTodoOperation,
-        responses=errors(400, 413, 503),
+        responses=errors(400, 413, 415, 503),
     )
-    async def create_todo(self, state: State, request: Request) -> TodoOut:
+    async def create_todo(self, request: Request, db: NamedDependency[Database]) -> TodoOut:
+        require_json_body(request.headers.get("content-type"))
         values = parse_todo_fields(decode_object(await request.body()), creating=True)
-        row = await state.resources.db.execute(queries.INSERT_TODO, **values, now=utcnow())
+        row = await db.execute(queries.INSERT_TODO, **values, now=utcnow())
         if row is None:  # INSERT ... RETURNING always returns the row
             raise RuntimeError("insert returned no row")
         return TodoOut(*row)
@@ -111,14 +125,16 @@ class TodoController(Controller):
         summary="Update some fields of a todo",
         description=_BODY_DOC,
         operation_class=UpdateTodoOperation,
-        responses=errors(400, 404, 413, 503),
+        responses=errors(400, 404, 413, 415, 503),
     )
-    async def update_todo(self, state: State, request: Request, todo_id: FromPath[int]) -> TodoOut:
+    async def update_todo(
+        self, request: Request, todo_id: FromPath[int], db: NamedDependency[Database]
+    ) -> TodoOut:
         # Validate before looking the todo up: a bad body never changes anything.
+        require_json_body(request.headers.get("content-type"))
         values = parse_todo_fields(decode_object(await request.body()), creating=False)
         if not _valid_id(todo_id):
             raise _not_found()
-        db = state.resources.db
         if values:
             query = queries.update_todo(frozenset(values))
             row = await db.execute(query, **values, id=todo_id, now=utcnow())
@@ -136,8 +152,10 @@ class TodoController(Controller):
         operation_class=DeleteTodoOperation,
         responses=errors(404, 503),
     )
-    async def delete_todo(self, state: State, todo_id: FromPath[int]) -> TodoOut | dict[str, Any]:
+    async def delete_todo(
+        self, todo_id: FromPath[int], db: NamedDependency[Database]
+    ) -> TodoOut | dict[str, Any]:
         if not _valid_id(todo_id):
             return {}
-        row = await state.resources.db.execute(queries.DELETE_TODO, id=todo_id)
+        row = await db.execute(queries.DELETE_TODO, id=todo_id)
         return {} if row is None else TodoOut(*row)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import icalendar
@@ -12,18 +11,10 @@ from sqlalchemy import Engine, text
 from api.app import create_app
 from models.settings import Settings
 from tests.conftest import make_settings
+from tests.waiting import wait_for_task
 from tests.workers import redis_worker
 
 JOBS = "/api/v1/todos/ical"
-
-
-def wait_for_status(client: TestClient, url: str, wanted: set[str], timeout: float = 15) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(url).json()
-        if body["task_status"] in wanted or time.monotonic() > deadline:
-            return body
-        time.sleep(0.05)
 
 
 def test_submission_is_202_with_absolute_task_url_and_location(client: TestClient, engine: Engine):
@@ -76,7 +67,7 @@ def test_job_runs_on_a_real_redis_worker_and_serves_the_calendar(
     client.post("/api/v1/todos", json={"title": "Undated"})
     task_url = client.post(JOBS).json()["task_url"]
     with redis_worker(settings):
-        status = wait_for_status(client, task_url, {"SUCCESS", "FAILURE"})
+        status = wait_for_task(client.get, task_url, timeout=15)
     assert status["task_status"] == "SUCCESS", status
     result = client.get(status["result_url"])
     assert result.status_code == 200
@@ -103,3 +94,16 @@ def test_broker_down_at_submission_is_503_and_leaves_no_waiting_job(
     assert len(rows) == 1
     assert rows[0].status == "FAILURE"
     assert "job queue could not be reached" in rows[0].error
+
+
+def test_public_base_url_names_the_job_urls(database_url: str, engine: Engine):
+    """With PUBLIC_BASE_URL set (behind a load balancer), task_url, Location and result_url
+    use it instead of the address the request came to."""
+    public = make_settings(database_url, PUBLIC_BASE_URL="https://todos.example.org")
+    with TestClient(create_app(public)) as client:
+        response = client.post(JOBS)
+        job_id = response.json()["task_id"]
+        status = client.get(f"{JOBS}/{job_id}/status").json()
+    base = f"https://todos.example.org/api/v1/todos/ical/{job_id}"
+    assert response.json()["task_url"] == response.headers["location"] == f"{base}/status"
+    assert status["result_url"] == f"{base}/result"

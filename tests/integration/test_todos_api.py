@@ -277,3 +277,133 @@ def test_a_sqlite_database_that_cannot_be_opened_is_503(tmp_path: Path):
         response = sqlite_client.get("/api/v1/todos")
     assert response.status_code == 503
     assert response.json() == {"error": "database unavailable, try again shortly"}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json"],
+)
+def test_bodies_declared_as_something_else_than_json_are_415(
+    client: TestClient, engine: Engine, content_type: str
+):
+    """A JSON text declared as another media type is refused (415), on POST and PUT, and
+    changes nothing: the client is told to say application/json."""
+    todo = create(client, title="stable")
+    for method, path in (("POST", API), ("PUT", f"{API}/{todo['id']}")):
+        response = client.request(
+            method, path, content=b'{"title": "new"}', headers={"content-type": content_type}
+        )
+        assert response.status_code == 415, (method, response.text)
+        assert response.json() == {
+            "error": "request body must be JSON, sent with Content-Type: application/json"
+        }
+    assert client.get(API).json() == [todo]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "application/json; charset=utf-8"},
+        {"content-type": "Application/JSON"},
+        {"content-type": "application/merge-patch+json"},
+        {},  # no Content-Type: read as JSON (RFC 9110 section 8.3), as before
+    ],
+)
+def test_json_bodies_are_read_whatever_their_json_media_type(client: TestClient, headers):  # type: ignore[no-untyped-def]
+    """Any JSON media type (parameters and case aside), or none at all, is read as JSON."""
+    response = client.post(API, content=b'{"title": "typed"}', headers=headers)
+    assert response.status_code == 201, response.text
+    updated = client.put(
+        f"{API}/{response.json()['id']}", content=b'{"completed": true}', headers=headers
+    )
+    assert (updated.status_code, updated.json()["completed"]) == (200, True)
+
+
+def test_window_accepts_exactly_the_integers_the_openapi_documents(client: TestClient):
+    """?window is documented as an integer in [-36500, 36500]: any ASCII spelling of one
+    (sign, leading zeros) is accepted; anything else, other digits included, is 400."""
+    create(client, title="due", deadline_at="2001-01-01T00:00:00")
+    spec = client.get("/schema/openapi.json").json()
+    (window,) = (p for p in spec["paths"][API]["get"]["parameters"] if p["name"] == "window")
+    assert window["schema"] == {
+        "type": "integer",
+        "minimum": -36500,
+        "maximum": 36500,
+        "description": window["description"],
+    }
+    for accepted in ("1", "+1", "0001", "-0", "36500", "-36500", "0" * 5000 + "36500"):
+        assert client.get(API, params={"window": accepted}).status_code == 200, accepted
+    # "\u0665" is an Arabic-Indic five: Python's int() reads it, an integer schema does not.
+    for refused in ("", " 1", "1.0", "1e3", "\u0665", "36501", "1_0", "0x10"):
+        assert client.get(API, params={"window": refused}).status_code == 400, refused
+
+
+def test_completed_is_documented_as_exactly_true_or_false(client: TestClient):
+    """The OpenAPI's ?completed accepts what the API does: "true" or "false", nothing else."""
+    spec = client.get("/schema/openapi.json").json()
+    (completed,) = (p for p in spec["paths"][API]["get"]["parameters"] if p["name"] == "completed")
+    assert (completed["schema"]["type"], completed["schema"]["enum"]) == (
+        "string",
+        ["true", "false"],
+    )
+    assert "oneOf" not in completed["schema"]
+    for refused in ("", "True", "1"):
+        assert client.get(API, params={"completed": refused}).status_code == 400, refused
+
+
+def test_head_answers_as_get_does_without_the_content(client: TestClient):
+    """HEAD works wherever GET does (RFC 9110 9.3.2): same status and header fields, no
+    content. The page, its static files, the API's reads and the OpenAPI schema alike."""
+    todo = create(client)
+    paths = [
+        "/",
+        "/static/app.js",
+        "/api/v1/health",
+        "/api/v1/health/ready",
+        API,
+        f"{API}/{todo['id']}",
+        f"{API}/999",  # a 404 is a 404 for HEAD too
+        f"{API}/ical/{'0' * 32}/status",
+        "/schema/openapi.json",
+    ]
+    varying = {"date", "x-request-id"}
+    for path in paths:
+        get = client.get(path)
+        head = client.head(path)
+        assert head.status_code == get.status_code, path
+        assert head.content == b"", path
+        assert {k: v for k, v in head.headers.items() if k not in varying} == {
+            k: v for k, v in get.headers.items() if k not in varying
+        }, path
+        assert int(head.headers["content-length"]) == len(get.content), path
+
+
+def test_head_is_refused_where_get_is(client: TestClient):
+    """HEAD follows GET: a resource without GET answers 405, its Allow without HEAD."""
+    response = client.head(f"{API}/ical")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "OPTIONS, POST"
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        (API, "GET, HEAD, OPTIONS, POST"),
+        (f"{API}/1", "DELETE, GET, HEAD, OPTIONS, PUT"),
+        (f"{API}/ical", "OPTIONS, POST"),
+        (f"{API}/ical/x/status", "GET, HEAD, OPTIONS"),
+        (f"{API}/ical/x/result", "GET, HEAD, OPTIONS"),
+        ("/api/v1/health", "GET, HEAD, OPTIONS"),
+        ("/", "GET, HEAD, OPTIONS"),
+        ("/static/app.js", "GET, HEAD, OPTIONS"),
+        ("/schema/openapi.json", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_allow_lists_every_method_of_the_resource(client: TestClient, path: str, allow: str):
+    """OPTIONS and 405 answers both list every supported method (RFC 9110 10.2.1), HEAD
+    wherever GET is; Litestar's own OPTIONS answer named only one handler's methods."""
+    options = client.options(path)
+    assert (options.status_code, options.headers["allow"]) == (204, allow)
+    refused = client.request("PATCH", path)
+    assert (refused.status_code, refused.headers["allow"]) == (405, allow)
