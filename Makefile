@@ -102,7 +102,7 @@ demo-queues: $(STAMP) ## Create the practical's csse6400_prac and csse6400_prac.
 	$(LOCAL_AWS) $(BIN)/queue-demo-queues --endpoint-url $(SQS_ENDPOINT_URL)
 
 .PHONY: test
-test: $(STAMP) ## Run every test (unit, integration, end-to-end) against the local Postgres and Redis
+test: $(STAMP) ## Run every test (unit, integration, end-to-end) on the machine's Postgres and Redis, or private ones if they are not running
 	$(BIN)/pytest
 
 .PHONY: test-unit

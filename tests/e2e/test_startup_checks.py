@@ -8,11 +8,11 @@ import subprocess
 import pytest
 
 from tests.processes import BIN
-from tests.services import ROOT
+from tests.services import ADMIN_URL, REDIS_URL, ROOT
 
 pytestmark = pytest.mark.e2e
 
-ENV = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres", "BROKER_URL": "sqs://"}
+ENV = {"DATABASE_URL": ADMIN_URL, "BROKER_URL": "sqs://"}
 
 
 def run_worker(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -62,7 +62,7 @@ def test_api_refuses_to_start_without_database_url():
     done = subprocess.run(
         [str(BIN / "uvicorn"), "--factory", "api.app:create_app_from_env", "--port", "0"],
         cwd=ROOT,
-        env={**env, "BROKER_URL": "redis://127.0.0.1:6379/0"},
+        env={**env, "BROKER_URL": REDIS_URL},
         capture_output=True,
         text=True,
         timeout=60,

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from api import queries
 from api.database import Database, create_api_engine
-from models.database import create_db_engine
+from models.engine import create_db_engine
 from models.settings import DatabaseSettings
 from tests.processes import free_port
 from tests.services import ROOT
@@ -34,7 +34,10 @@ from tests.services import ROOT
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 pytestmark = pytest.mark.skipif(
     PG_BIN is None or shutil.which("runuser") is None or shutil.which("openssl") is None,
-    reason="needs Debian's PostgreSQL server binaries, runuser and openssl",
+    # The pgserver wheel's Postgres (the private server on a machine without one) is built
+    # without TLS, which these tests are about.
+    reason="needs the machine's PostgreSQL server binaries with TLS (Debian: apt-get install "
+    "postgresql), runuser and openssl",
 )
 
 
