@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -44,7 +44,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import BIT
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from models.clock import utcnow
 from models.job import Job, JobStatus
@@ -85,54 +86,42 @@ SUBMIT = insert(Job).values(
     updated_at=bindparam("now"),
 )
 
-#: API: the message could not be sent; FAILURE at once, so nothing waits for the job.
-FAIL_UNSENT = (
-    update(Job)
-    .where(Job.id == bindparam("job_id"), Job.status == JobStatus.PENDING.value)
-    .values(
-        status=JobStatus.FAILURE.value,
-        error=bindparam("error"),
-        finished_at=bindparam("now"),
-        updated_at=bindparam("now"),
+
+def _transition(allowed: ColumnElement[bool], to: Any, **values: Any) -> Update:
+    """Job :job_id to status ``to``, only from a state ``allowed`` admits; stamps updated_at."""
+    return (
+        update(Job)
+        .where(Job.id == bindparam("job_id"), allowed)
+        .values(status=to, updated_at=bindparam("now"), **values)
     )
+
+
+_NOW: BindParameter[Any] = bindparam("now")
+
+#: API: the message could not be sent; FAILURE at once, so nothing waits for the job.
+FAIL_UNSENT = _transition(
+    Job.status == JobStatus.PENDING.value,
+    JobStatus.FAILURE.value,
+    error=bindparam("error"),
+    finished_at=_NOW,
 )
 
 #: Worker: take an unfinished job for one attempt (returns its kind and attempt count).
-CLAIM = (
-    update(Job)
-    .where(Job.id == bindparam("job_id"), _UNFINISHED)
-    .values(
-        status=JobStatus.STARTED.value,
-        attempts=Job.attempts + 1,
-        started_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
-    .returning(Job.kind, Job.attempts)
-)
+CLAIM = _transition(
+    _UNFINISHED, JobStatus.STARTED.value, attempts=Job.attempts + 1, started_at=_NOW
+).returning(Job.kind, Job.attempts)
 
 #: Worker: the attempt produced the job's result.
-SUCCEED = (
-    update(Job)
-    .where(Job.id == bindparam("job_id"), _UNFINISHED)
-    .values(
-        status=JobStatus.SUCCESS.value,
-        result=bindparam("result"),
-        error=None,
-        finished_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
+SUCCEED = _transition(
+    _UNFINISHED, JobStatus.SUCCESS.value, result=bindparam("result"), error=None, finished_at=_NOW
 )
 
 #: Worker: the attempt failed; RETRY (the broker delivers it again) or FAILURE (for good).
-FAIL = (
-    update(Job)
-    .where(Job.id == bindparam("job_id"), _UNFINISHED)
-    .values(
-        status=bindparam("status"),
-        error=bindparam("error"),
-        finished_at=bindparam("finished_at"),
-        updated_at=bindparam("now"),
-    )
+FAIL = _transition(
+    _UNFINISHED,
+    bindparam("status"),
+    error=bindparam("error"),
+    finished_at=bindparam("finished_at"),
 )
 
 #: A job's status, to tell why a claim found nothing to run.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -29,10 +28,21 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import Engine, create_engine, text
 
-from models.queue import build_broker, calendar_message
+from models import JobKind
+from models.queue import build_broker, send_job
 from models.settings import Settings, normalise_database_url
-from tests.processes import MotoServer, PrivateRedis, Process, free_port, start_api, start_worker
+from tests.processes import (
+    FAKE_AWS,
+    MotoServer,
+    PrivateRedis,
+    Process,
+    fake_aws_credentials,
+    free_port,
+    start_api,
+    start_worker,
+)
 from tests.services import migrate, scratch_database
+from tests.waiting import WaitTimeout, wait_for
 
 #: Todos every calendar holds: enough that an attempt takes tens of ms and can be interrupted.
 TODOS = 2000
@@ -70,15 +80,13 @@ def chaos_env(database_url: str, broker: str, endpoint: str) -> dict[str, str]:
         env["BROKER_URL"] = endpoint
     else:
         # Fake credentials: the endpoint is the local moto server, never AWS.
-        fake = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        os.environ.update(fake)
         env.update(
             {
                 "BROKER_URL": "sqs://",
                 "SQS_ENDPOINT_URL": endpoint,
                 "SQS_CREATE_QUEUES": "true",
                 "SQS_WAIT_TIME_S": "1",
-                **fake,
+                **FAKE_AWS,
             }
         )
     return env
@@ -112,20 +120,26 @@ def statuses(engine: Engine, ids: list[str]) -> dict[str, tuple[str, object, obj
 def wait_all_final(
     engine: Engine, ids: list[str], timeout: float
 ) -> dict[str, tuple[str, object, object]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = statuses(engine, ids)
-        if (
-            all(r[0] in ("SUCCESS", "FAILURE") for r in rows.values())
-            or time.monotonic() > deadline
-        ):
-            return rows
-        time.sleep(1)
+    """The jobs' rows once all are SUCCESS or FAILURE, or as they are after ``timeout`` s:
+    the summary counts a job still unfinished then as lost or stuck."""
+    try:
+        return wait_for(
+            lambda: statuses(engine, ids),
+            lambda rows: all(r[0] in ("SUCCESS", "FAILURE") for r in rows.values()),
+            timeout=timeout,
+            interval=1,
+            what=f"{len(ids)} jobs to finish",
+        )
+    except WaitTimeout as timed_out:
+        rows: dict[str, tuple[str, object, object]] = timed_out.last
+        return rows
 
 
 def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seconds: float) -> dict:  # type: ignore[type-arg]
     result = Run()
     with ExitStack() as stack:
+        # The in-process duplicator's boto3 client needs them (SQS); restored afterwards.
+        stack.enter_context(fake_aws_credentials())
         database_url = stack.enter_context(scratch_database("taskoverflow_chaos"))
         migrate(database_url)
         # One engine for the run (the recovery watchers poll every 0.1 s), disposed before the
@@ -188,8 +202,8 @@ def run(broker: str, jobs: int, kills: int, sigterms: int, outage_s: float, seco
         def duplicate(job_id: str) -> None:
             for _ in range(20):
                 try:
-                    duplicator.enqueue(
-                        calendar_message(settings.broker.queue_name, uuid.UUID(job_id))
+                    send_job(
+                        duplicator, settings.broker.queue_name, JobKind.ICAL, uuid.UUID(job_id)
                     )
                     with result.lock:
                         result.duplicates_sent += 1

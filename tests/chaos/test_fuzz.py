@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import httpx
 import icalendar
@@ -12,6 +11,7 @@ import pytest
 
 from tests.processes import BIN, Process, start_worker
 from tests.services import ROOT
+from tests.waiting import wait_for_task
 
 pytestmark = pytest.mark.e2e
 
@@ -116,10 +116,8 @@ def test_calendar_stays_valid_for_hostile_titles(
         )
         assert response.status_code == 201, response.text
     task = httpx.post(f"{api}/api/v1/todos/ical").json()
-    deadline = time.monotonic() + 30
-    while (status := httpx.get(task["task_url"]).json())["task_status"] != "SUCCESS":
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
+    status = wait_for_task(httpx.get, task["task_url"])
+    assert status["task_status"] == "SUCCESS", status
     raw = httpx.get(status["result_url"]).content
     for line in raw.split(b"\r\n")[:-1]:
         assert len(line) <= 75

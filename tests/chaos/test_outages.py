@@ -9,9 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.integration.jobs import submit, wait_status
+from tests.integration.jobs import submit
 from tests.processes import Process, free_port, start_api, start_worker
 from tests.services import ADMIN_URL
+from tests.waiting import wait_for, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +50,7 @@ def test_database_outage_is_503_and_nothing_is_lost(
     block_connections(engine, allowed=False)
     answers: list[tuple[int, dict]] = []  # type: ignore[type-arg]
     try:
+        # Not a wait: every answer during the whole outage counts, so sample it for 10 s.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             response = httpx.get(f"{api}/api/v1/todos", timeout=15)
@@ -60,12 +62,15 @@ def test_database_outage_is_503_and_nothing_is_lost(
     assert {status for status, _ in answers} == {503}, answers
     assert answers[-1][1] == {"error": "database unavailable, try again shortly"}
 
-    deadline = time.monotonic() + 30  # recovers by itself
-    while httpx.get(f"{api}/api/v1/todos", timeout=15).status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for(
+        lambda: httpx.get(f"{api}/api/v1/todos", timeout=15).status_code,
+        lambda status: status == 200,
+        timeout=30,
+        interval=0.5,
+        what="the API to recover by itself after the outage",
+    )
     for job_id in before:
-        assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}, timeout=120) == "SUCCESS"
+        assert wait_for_job(engine, job_id, timeout=120).status == "SUCCESS"
 
 
 def test_api_killed_between_commit_and_send_loses_no_job(
@@ -83,9 +88,7 @@ def test_api_killed_between_commit_and_send_loses_no_job(
     assert doomed.popen.wait(10) == 70
     with engine.connect() as conn:
         (job_id,) = conn.execute(text("SELECT id FROM jobs WHERE status = 'PENDING'")).scalars()
-    assert (
-        wait_status(engine, uuid.UUID(str(job_id)), {"SUCCESS", "FAILURE"}, timeout=60) == "SUCCESS"
-    )
+    assert wait_for_job(engine, uuid.UUID(str(job_id)), timeout=60).status == "SUCCESS"
 
 
 def test_faults_are_refused_in_production():

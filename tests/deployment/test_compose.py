@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from tests.deployment.compose import stack as compose
 from tests.deployment.compose.stack import HealthScheduler, Stack
 from tests.deployment.podman import DeploymentFailure, base_image
 from tests.processes import free_port
+from tests.waiting import FINAL, wait_for
 
 # No skip without podman: base_image() (ops/images/base-image.sh) installs it.
 pytestmark = pytest.mark.deployment
@@ -41,6 +41,7 @@ pytestmark = pytest.mark.deployment
 UP_TIMEOUT_S = 240
 READY_TIMEOUT_S = 90
 JOB_TIMEOUT_S = 60
+POLL_S = 0.5
 DOWN_TIMEOUT_S = 120
 WORKERS = 2
 #: The test's own requests go to 127.0.0.1 only (see http()), never through a proxy.
@@ -209,12 +210,19 @@ def check_stack(stack: Stack, scheduler: HealthScheduler, port: int) -> None:
     check_gates(stack, scheduler, by_service)
     api_url = f"http://127.0.0.1:{port}"
     wait_for(
-        "the API to answer on 127.0.0.1", lambda: http("GET", f"{api_url}/api/v1/health")[0] == 200
+        lambda: http("GET", f"{api_url}/api/v1/health")[0],
+        lambda status: status == 200,
+        timeout=READY_TIMEOUT_S,
+        interval=POLL_S,
+        what="the API to answer 200 on 127.0.0.1",
     )
     api = by_service["api"][0]["Name"]
     wait_for(
-        f"{api} to turn healthy (compose.yaml's healthcheck)",
-        lambda: stack.containers()[api]["State"]["Health"]["Status"] == "healthy",
+        lambda: stack.containers()[api]["State"]["Health"]["Status"],
+        lambda health: health == "healthy",
+        timeout=READY_TIMEOUT_S,
+        interval=POLL_S,
+        what=f"{api} to turn healthy (compose.yaml's healthcheck)",
     )
     workers = [c["Name"] for c in by_service["worker"]]
     check_workers_up(stack, workers)
@@ -232,7 +240,13 @@ def check_gates(
     exited 0 before the API and every worker started; those started after redis was healthy."""
     name = by_service["migrate"][0]["Name"]
     # `up` returns once every container has started; a migrate nothing waited for may still run.
-    wait_for(f"{name} to exit", lambda: stack.containers()[name]["State"]["Status"] == "exited")
+    wait_for(
+        lambda: stack.containers()[name]["State"]["Status"],
+        lambda status: status == "exited",
+        timeout=READY_TIMEOUT_S,
+        interval=POLL_S,
+        what=f"{name} to exit",
+    )
     state = stack.containers()[name]["State"]
     if state["Status"] != "exited" or state["ExitCode"] != 0:
         raise DeploymentFailure(
@@ -311,16 +325,19 @@ def check_calendar_job(stack: Stack, api_url: str, workers: list[str]) -> None:
     status, _, body = http("POST", f"{api_url}/api/v1/todos/ical")
     assert status == 202, f"POST /api/v1/todos/ical: {status} {body!r}"
     task_url = json.loads(body)["task_url"]
-    task: dict[str, Any] = {}
 
-    def finished() -> bool:
-        nonlocal task
+    def task_status() -> dict[str, Any]:
         check_workers_up(stack, workers)  # a crashing worker fails now, not at the timeout
         code, _, body = http("GET", task_url)
-        task = json.loads(body) if code == 200 else {}
-        return task.get("task_status") in ("SUCCESS", "FAILURE")
+        return dict(json.loads(body)) if code == 200 else {"http_status": code}
 
-    wait_for(f"the calendar job at {task_url}", finished, JOB_TIMEOUT_S)
+    task = wait_for(
+        task_status,
+        lambda seen: seen.get("task_status") in FINAL,
+        timeout=JOB_TIMEOUT_S,
+        interval=POLL_S,
+        what=f"the calendar job at {task_url} to finish",
+    )
     if task["task_status"] != "SUCCESS":
         raise DeploymentFailure(f"calendar job: {task}")
     status, headers, body = http("GET", task["result_url"])
@@ -367,11 +384,3 @@ def http(
             return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return 0, {}, b""
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise DeploymentFailure(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.5)

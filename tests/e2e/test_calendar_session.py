@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import httpx
@@ -10,6 +9,7 @@ import icalendar
 import pytest
 
 from tests.processes import Process, start_worker
+from tests.waiting import wait_for_task
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +30,6 @@ HOSTILE = [
 ]
 
 
-def poll(client: httpx.Client, url: str, timeout: float = 30) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(url).json()
-        if body["task_status"] in ("SUCCESS", "FAILURE") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.05)
-
-
 def test_contract_calendar_session(api: str, service_env: dict[str, str], processes: list[Process]):
     """POST /todos/ical -> status until SUCCESS -> result: a valid RFC 5545 calendar."""
     processes.append(start_worker(service_env, threads=2))
@@ -55,7 +46,7 @@ def test_contract_calendar_session(api: str, service_env: dict[str, str], proces
         assert task["task_url"].startswith(api + "/api/v1/todos/ical/")
         assert submitted.headers["location"] == task["task_url"]
 
-        status = poll(client, task["task_url"])
+        status = wait_for_task(client.get, task["task_url"])
         assert status["task_status"] == "SUCCESS", status
         assert status["task_id"] == task["task_id"]
         result = client.get(status["result_url"])

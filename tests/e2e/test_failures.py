@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.integration.jobs import (
-    SLOW_CALENDAR_TODOS,
-    insert_todos,
-    job_row,
-    submit,
-    wait_status,
-)
+from tests.integration.jobs import SLOW_CALENDAR_TODOS, slow_job_running, submit
 from tests.processes import PrivateRedis, Process, free_port, start_api, start_worker
+from tests.waiting import wait_for_job
 
 pytestmark = pytest.mark.e2e
-
-
-def slow_job_running(
-    api: str, env: dict[str, str], engine: Engine, processes: list[Process]
-) -> tuple[Process, uuid.UUID]:
-    """A worker process busy rendering a big calendar job (STARTED in the database)."""
-    insert_todos(engine, SLOW_CALENDAR_TODOS)
-    worker = start_worker(env)
-    processes.append(worker)
-    job_id = submit(api)
-    wait_status(engine, job_id, {"STARTED"})
-    return worker, job_id
 
 
 def test_sigkilled_worker_job_completes_on_a_new_worker(
@@ -44,10 +26,9 @@ def test_sigkilled_worker_job_completes_on_a_new_worker(
 
     processes.append(start_worker(service_env))
     # Recovery "within seconds" is the promise; the wait's limit is its bound.
-    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}, timeout=30) == "SUCCESS"
+    row = wait_for_job(engine, job_id, timeout=30)
     recovered_in = time.monotonic() - killed_at
-    row = job_row(engine, job_id)
-    assert row.attempts == 2
+    assert (row.status, row.attempts) == ("SUCCESS", 2)
     assert row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
     print(f"\nSIGKILL -> SUCCESS on a new worker in {recovered_in:.1f} s")
 
@@ -62,8 +43,9 @@ def test_sigterm_hands_a_running_job_back_and_it_completes(
     assert exit_code == 0, stopping.log()
 
     processes.append(start_worker(service_env))
-    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}) == "SUCCESS"
-    assert job_row(engine, job_id).result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
+    row = wait_for_job(engine, job_id)
+    assert row.status == "SUCCESS", row.error
+    assert row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
 
 
 def test_broker_down_at_submission_then_back(
@@ -94,7 +76,7 @@ def test_broker_down_at_submission_then_back(
 
         redis.start()  # same port, empty (it keeps nothing on disk)
         job_id = submit(api)
-        assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}) == "SUCCESS"
+        assert wait_for_job(engine, job_id).status == "SUCCESS"
         with engine.connect() as conn:
             left = conn.execute(
                 text("SELECT count(*) FROM jobs WHERE status IN ('PENDING', 'STARTED', 'RETRY')")

@@ -14,6 +14,7 @@ import pytest
 
 from tests.processes import BIN, MotoServer, Process
 from tests.services import ROOT
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,8 @@ def demo(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
 def receive(
     endpoint: str, queue: str, *, expect: int, settle_s: float = 2.0
 ) -> list[tuple[str, str]]:
-    """Run the receiver until ``expect`` lines (then ``settle_s`` more), stop it with Ctrl-C."""
+    """Run the receiver until ``expect`` lines, then ``settle_s`` more (a duplicate or extra
+    message would arrive then), and stop it with Ctrl-C."""
     proc = Process(
         "queue-demo",
         [
@@ -66,11 +68,23 @@ def receive(
         ],
         {},
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(_lines(proc)) < expect:
-        time.sleep(0.1)
-    time.sleep(settle_s)
-    assert proc.stop(signal.SIGINT) == 0, proc.log()  # Ctrl-C
+
+    def received() -> list[tuple[str, str]]:
+        proc.check_running()
+        return _lines(proc)
+
+    try:
+        wait_for(
+            received,
+            lambda lines: len(lines) >= expect,
+            timeout=60,
+            interval=0.1,
+            what=f"{expect} messages from {queue}",
+        )
+        time.sleep(settle_s)
+    finally:
+        stopped = proc.stop(signal.SIGINT)  # Ctrl-C
+    assert stopped == 0, proc.log()
     assert "stopped" in proc.log()
     return _lines(proc)
 

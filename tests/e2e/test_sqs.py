@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 
 import httpx
 import icalendar
 import pytest
 from sqlalchemy import Engine
 
-from tests.integration.jobs import SLOW_CALENDAR_TODOS, insert_todos, job_row, submit, wait_status
+from tests.integration.jobs import SLOW_CALENDAR_TODOS, slow_job_running
 from tests.processes import Process, free_port, start_api, start_worker
+from tests.waiting import wait_for_job, wait_for_task
 
 pytestmark = pytest.mark.e2e
 
@@ -48,14 +48,8 @@ def test_calendar_session_over_sqs(sqs_api: str, sqs_env: dict[str, str], proces
                 json={"title": f"SQS {i}", "deadline_at": f"2030-01-0{i + 1}T10:00:00"},
             )
         task = client.post("/api/v1/todos/ical").json()
-        deadline = time.monotonic() + 30
-        while (status := client.get(task["task_url"]).json())["task_status"] not in (
-            "SUCCESS",
-            "FAILURE",
-        ):
-            assert time.monotonic() < deadline, status
-            time.sleep(0.05)
-        assert status["task_status"] == "SUCCESS"
+        status = wait_for_task(client.get, task["task_url"])
+        assert status["task_status"] == "SUCCESS", status
         result = client.get(status["result_url"])
     events = list(icalendar.Calendar.from_ical(result.content).walk("VEVENT"))
     assert sorted(str(e["SUMMARY"]) for e in events) == ["SQS 0", "SQS 1", "SQS 2"]
@@ -65,28 +59,25 @@ def test_sigkilled_worker_job_completes_after_the_visibility_timeout(
     sqs_api: str, sqs_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """Kill -9 mid-job: SQS redelivers after the visibility timeout; a new worker finishes it."""
-    insert_todos(engine, SLOW_CALENDAR_TODOS // 2)
-    doomed = start_worker(sqs_env)
-    processes.append(doomed)
-    job_id = submit(sqs_api)
-    wait_status(engine, job_id, {"STARTED"})
+    doomed, job_id = slow_job_running(
+        sqs_api, sqs_env, engine, processes, todos=SLOW_CALENDAR_TODOS // 2
+    )
     doomed.stop(signal.SIGKILL)
     killed = time.monotonic()
     processes.append(start_worker(sqs_env))
-    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}, timeout=60) == "SUCCESS"
-    print(f"\nSQS: SIGKILL -> SUCCESS in {time.monotonic() - killed:.1f} s (visibility 10 s)")
-    assert job_row(engine, job_id).attempts == 2
+    row = wait_for_job(engine, job_id, timeout=60)
+    took = time.monotonic() - killed
+    assert (row.status, row.attempts) == ("SUCCESS", 2)
+    print(f"\nSQS: SIGKILL -> SUCCESS in {took:.1f} s (visibility 10 s)")
 
 
 def test_sigterm_mid_job_over_sqs_completes(
     sqs_api: str, sqs_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """SIGTERM mid-job: the worker exits cleanly and the job is finished or handed back."""
-    insert_todos(engine, SLOW_CALENDAR_TODOS // 2)
-    stopping = start_worker(sqs_env)
-    processes.append(stopping)
-    job_id: uuid.UUID = submit(sqs_api)
-    wait_status(engine, job_id, {"STARTED"})
+    stopping, job_id = slow_job_running(
+        sqs_api, sqs_env, engine, processes, todos=SLOW_CALENDAR_TODOS // 2
+    )
     assert stopping.stop(signal.SIGTERM, timeout=30) == 0, stopping.log()
     processes.append(start_worker(sqs_env))
-    assert wait_status(engine, job_id, {"SUCCESS", "FAILURE"}, timeout=60) == "SUCCESS"
+    assert wait_for_job(engine, job_id, timeout=60).status == "SUCCESS"

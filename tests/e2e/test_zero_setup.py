@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 from tests.processes import Process, free_port, wait_http, wait_log
 from tests.services import ROOT
+from tests.waiting import wait_for, wait_for_task
 
 pytestmark = pytest.mark.e2e
 
@@ -71,10 +71,8 @@ def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Pat
         )
         assert created.status_code == 201
         task = httpx.post(f"{base}/api/v1/todos/ical").json()
-        deadline = time.monotonic() + 30
-        while (status := httpx.get(task["task_url"]).json())["task_status"] != "SUCCESS":
-            assert time.monotonic() < deadline, status
-            time.sleep(0.05)
+        status = wait_for_task(httpx.get, task["task_url"])
+        assert status["task_status"] == "SUCCESS", status
         assert "SUMMARY:Zero setup" in httpx.get(status["result_url"]).text
 
         db = tmp_path / "taskoverflow.sqlite3"
@@ -86,10 +84,13 @@ def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Pat
                 "'2026-01-01 00:00:00' FROM n"
             )
         job_id = httpx.post(f"{base}/api/v1/todos/ical").json()["task_id"]
-        deadline = time.monotonic() + 30
-        while job_status(db, job_id) != "STARTED":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(
+            lambda: job_status(db, job_id),
+            lambda status: status == "STARTED",
+            timeout=30,
+            interval=0.01,
+            what=f"job {job_id} to start",
+        )
         first.stop(signal.SIGKILL)  # the restart: nothing gets a chance to clean up
     finally:
         first.stop(signal.SIGKILL)
@@ -97,13 +98,8 @@ def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Pat
     second = start(tmp_path, port)
     try:
         wait_log(second, "resumed unfinished jobs")
-        deadline = time.monotonic() + 60
-        while (status := httpx.get(f"{base}/api/v1/todos/ical/{job_id}/status").json())[
-            "task_status"
-        ] != "SUCCESS":
-            assert status["task_status"] != "FAILURE", status
-            assert time.monotonic() < deadline, status
-            time.sleep(0.1)
+        status = wait_for_task(httpx.get, f"{base}/api/v1/todos/ical/{job_id}/status", timeout=60)
+        assert status["task_status"] == "SUCCESS", status
         result = httpx.get(status["result_url"], timeout=30).text
         assert result.count("BEGIN:VEVENT") == 200_001
     finally:

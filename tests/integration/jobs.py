@@ -1,8 +1,8 @@
-"""Job rows and todos in the test database: making them, submitting jobs, waiting on them."""
+"""Job rows and todos in the test database: making them and submitting jobs (waiting on
+them: tests.waiting)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -10,6 +10,8 @@ import httpx
 from sqlalchemy import Engine, text
 
 from models.clock import utcnow
+from tests.processes import Process, start_worker
+from tests.waiting import wait_for_job
 
 
 def insert_job(
@@ -62,18 +64,19 @@ def submit(api: str) -> uuid.UUID:
     return uuid.UUID(response.json()["task_id"])
 
 
-def wait_status(engine: Engine, job_id: uuid.UUID, wanted: set[str], timeout: float = 60) -> str:
-    """The job's status once it is one of ``wanted``; fails the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = job_row(engine, job_id).status
-        if status in wanted:
-            return str(status)
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} is {job_row(engine, job_id).status}, wanted {wanted}")
-
-
-def wait_final(engine: Engine, job_id: uuid.UUID, timeout: float = 30):  # type: ignore[no-untyped-def]
-    """The job's row once it is SUCCESS or FAILURE; fails the test after ``timeout`` s."""
-    wait_status(engine, job_id, {"SUCCESS", "FAILURE"}, timeout)
-    return job_row(engine, job_id)
+def slow_job_running(
+    api: str,
+    env: dict[str, str],
+    engine: Engine,
+    processes: list[Process],
+    *,
+    todos: int = SLOW_CALENDAR_TODOS,
+) -> tuple[Process, uuid.UUID]:
+    """A worker process (appended to ``processes``) busy rendering a calendar of ``todos``
+    todos: its job is STARTED in the database."""
+    insert_todos(engine, todos)
+    worker = start_worker(env)
+    processes.append(worker)
+    job_id = submit(api)
+    wait_for_job(engine, job_id, {"STARTED"})
+    return worker, job_id

@@ -16,9 +16,18 @@ from models.settings import Settings
 from tests.integration.jobs import insert_job, insert_todos, job_row
 from workers.calendar import calendar_text
 from workers.errors import PermanentJobError
-from workers.runner import mark_failed, run_job
+from workers.runner import Work, mark_failed, run_job
 
 render = partial(calendar_text, uid_domain="taskoverflow.test")
+
+
+def raising(exc: BaseException) -> Work:
+    """Work that fails with ``exc``."""
+
+    def work(conn: Connection) -> str:
+        raise exc
+
+    return work
 
 
 def test_a_job_runs_once_and_a_second_delivery_changes_nothing(engine: Engine):
@@ -115,12 +124,8 @@ def test_mark_failed_survives_a_database_restart_under_its_pooled_connection(
 def test_transient_failure_is_recorded_as_retry_and_reraised(engine: Engine):
     """A failing attempt sets RETRY with a one-line reason and lets the broker retry."""
     job_id = insert_job(engine)
-
-    def broken(conn: Connection) -> str:
-        raise ConnectionError("upstream went away\nsecond line")
-
     with pytest.raises(ConnectionError):
-        run_job(engine, job_id, broken)
+        run_job(engine, job_id, raising(ConnectionError("upstream went away\nsecond line")))
     row = job_row(engine, job_id)
     assert (row.status, row.error, row.attempts) == (
         "RETRY",
@@ -135,12 +140,8 @@ def test_transient_failure_is_recorded_as_retry_and_reraised(engine: Engine):
 def test_permanent_failure_ends_the_job(engine: Engine):
     """PermanentJobError sets FAILURE at once, with its reason and a finish time."""
     job_id = insert_job(engine)
-
-    def hopeless(conn: Connection) -> str:
-        raise PermanentJobError("cannot render this")
-
     with pytest.raises(PermanentJobError):
-        run_job(engine, job_id, hopeless)
+        run_job(engine, job_id, raising(PermanentJobError("cannot render this")))
     row = job_row(engine, job_id)
     assert (row.status, row.error) == ("FAILURE", "PermanentJobError: cannot render this")
     assert row.finished_at is not None

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 
 import boto3
 import dramatiq
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from api.app import create_app
 from models.queue import build_broker
 from models.sqs import JobSQSBroker, QueueMissing, queue_names
 from tests.conftest import make_sqs_settings
-from tests.integration.jobs import insert_job, insert_todos, wait_final
+from tests.integration.jobs import insert_job, insert_todos
+from tests.waiting import wait_for, wait_for_job
 from tests.workers import consuming_worker
 from workers.broker import build_worker_broker
-from workers.lifecycle import run_job
 from workers.middleware import current_resources
+from workers.runner import run_job
 
 
 def sqs(endpoint: str):  # type: ignore[no-untyped-def]
@@ -35,18 +35,21 @@ def queue_attributes(endpoint: str, name: str) -> dict[str, str]:
 
 
 def drain(endpoint: str, name: str, wait_s: float = 10) -> list[str]:
-    """Bodies received from queue ``name`` within ``wait_s`` seconds (then deleted)."""
+    """The bodies of the first messages on queue ``name`` (then deleted); a failure if none
+    arrives within ``wait_s`` seconds."""
     client = sqs(endpoint)
     url = client.get_queue_url(QueueName=name)["QueueUrl"]
-    bodies: list[str] = []
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and not bodies:
+
+    def receive() -> list[str]:
+        bodies = []
         for message in client.receive_message(
             QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
         ).get("Messages", []):
             bodies.append(message["Body"])
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return bodies
+        return bodies
+
+    return wait_for(receive, timeout=wait_s, what=f"a message on {name}")
 
 
 def test_missing_queues_are_refused_unless_creation_is_allowed(
@@ -97,7 +100,7 @@ def test_api_to_sqs_to_worker_reaches_success(database_url: str, sqs_endpoint: s
         job_id = uuid.UUID(submitted.json()["task_id"])
         broker = build_worker_broker(settings, threads=2, run_reconciler=False)
         with consuming_worker(broker, settings, threads=2):
-            assert wait_final(engine, job_id).status == "SUCCESS"
+            assert wait_for_job(engine, job_id, timeout=30).status == "SUCCESS"
         result = client.get(f"/api/v1/todos/ical/{job_id}/result")
     assert result.status_code == 200
     assert result.text.count("BEGIN:VEVENT") == 3
@@ -111,7 +114,7 @@ def test_always_failing_job_ends_failure_and_its_message_in_the_dlq(
     job_id = insert_job(engine)
 
     def poison(job: str) -> None:
-        def work(session, row):  # type: ignore[no-untyped-def]
+        def work(conn: Connection) -> str:
             raise RuntimeError("poison job")
 
         run_job(current_resources().engine, uuid.UUID(job), work)
@@ -120,7 +123,7 @@ def test_always_failing_job_ends_failure_and_its_message_in_the_dlq(
     dramatiq.actor(poison, broker=broker, queue_name=settings.broker.queue_name)
     with consuming_worker(broker, settings, threads=2):
         broker.get_actor("poison").send(str(job_id))
-        row = wait_final(engine, job_id)
+        row = wait_for_job(engine, job_id, timeout=30)
     assert row.status == "FAILURE"
     assert row.error == "failed after 3 attempts: RuntimeError: poison job"
     _, dlq = queue_names(settings.broker)

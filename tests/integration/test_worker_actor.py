@@ -13,7 +13,8 @@ from sqlalchemy import Connection, Engine
 from models import JobKind
 from models.queue import job_message
 from models.settings import Settings
-from tests.integration.jobs import insert_job, insert_todos, job_row, wait_final
+from tests.integration.jobs import insert_job, insert_todos, job_row
+from tests.waiting import wait_for_job
 from tests.workers import redis_worker, stub_worker
 from workers.middleware import current_resources
 from workers.runner import run_job
@@ -48,7 +49,7 @@ def test_same_message_delivered_twice_gives_one_identical_success(
         broker.enqueue(message)
         broker.enqueue(message)
         broker.join(settings.broker.queue_name, fail_fast=True)
-        row = wait_final(engine, job_id)
+        row = wait_for_job(engine, job_id, timeout=30)
         first_result = row.result
         broker.enqueue(message)  # and once more after it finished
         broker.join(settings.broker.queue_name, fail_fast=True)
@@ -106,3 +107,31 @@ def test_a_message_with_a_bad_job_id_fails_without_retries(engine: Engine, setti
             broker.join(settings.broker.queue_name, fail_fast=True)
         assert len(broker.dead_letters) == 1
         assert broker.dead_letters[0].options.get("retries", 0) == 0
+
+
+def test_the_actor_reaches_the_renderer_in_three_calls(engine: Engine, settings: Settings):
+    """actor -> run_job -> calendar_text -> write_calendar: the worker path stays short.
+
+    Counted on the real call stack (our own frames only) when the renderer is entered."""
+    insert_todos(engine, 3)
+    job_id = insert_job(engine)
+    paths: list[list[str]] = []
+
+    def profile(frame, event, _arg):  # type: ignore[no-untyped-def]
+        if event == "call" and frame.f_code.co_name == "write_calendar":
+            path, caller = [], frame
+            while caller is not None and caller.f_code.co_name != "render_calendar":
+                if "/workers/" in caller.f_code.co_filename:
+                    path.append(caller.f_code.co_name)
+                caller = caller.f_back
+            paths.append(["render_calendar", *reversed(path)])
+
+    threading.setprofile(profile)
+    try:
+        with stub_worker(settings) as broker:
+            broker.enqueue(job_message(settings.broker.queue_name, JobKind.ICAL, job_id))
+            broker.join(settings.broker.queue_name, fail_fast=True)
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    assert job_row(engine, job_id).status == "SUCCESS"
+    assert paths == [["render_calendar", "run_job", "calendar_text", "write_calendar"]]

@@ -43,10 +43,12 @@ from tests.deployment.podman import PODMAN, DeploymentFailure, base_image, logs
 from tests.deployment.podman import podman as run_podman
 from tests.processes import free_port
 from tests.services import ROOT
+from tests.waiting import wait_for
 
 HERE = Path(__file__).parent
 REGION = "us-east-1"
 MOTO_VERSION = "5.2.5"
+POLL_S = 0.5
 DB_USER = DB_NAME = "taskoverflow"  # ops/terraform: local.db_username, local.db_name
 #: What the ECS agent gives every Fargate task besides its definition's environment; the
 #: credentials stand in for the task role's (served by the agent on AWS).
@@ -214,16 +216,6 @@ def health_check(container: str, task: dict[str, Any]) -> bool:
     return done.returncode == 0
 
 
-def wait(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise DeploymentFailure(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -275,11 +267,14 @@ def submit_job(api: str) -> str:
 
 
 def wait_job(stack: Stack, job_id: str, timeout: float, *final: str) -> tuple[str, int]:
-    def reached() -> tuple[str, int] | None:
-        status, attempts = job_status(stack, job_id)
-        return (status, attempts) if status in final else None
-
-    return wait(f"job {job_id} to reach {'/'.join(final)}", reached, timeout)
+    """The job's (status, attempts) once its status is one of ``final``."""
+    return wait_for(
+        lambda: job_status(stack, job_id),
+        lambda seen: seen[0] in final,
+        timeout=timeout,
+        interval=POLL_S,
+        what=f"job {job_id} to reach {'/'.join(final)} (status, attempts)",
+    )
 
 
 def rotate_password(stack: Stack, sm: Any, secret_arn: str) -> str:
@@ -341,8 +336,14 @@ def _run(stack: Stack, digests: dict[str, str]) -> dict[str, Any]:
         "moto", "-p", f"127.0.0.1:{free_port()}:5000", "localhost/taskoverflow-parity-moto:latest"
     )
     moto_url = f"http://127.0.0.1:{published_port(moto, 5000)}"
-    wait("moto", lambda: http("GET", f"{moto_url}/moto-api/")[0] == 200, 60)
-    wait("postgres", lambda: _postgres_ready(stack), 60)
+    wait_for(
+        lambda: http("GET", f"{moto_url}/moto-api/")[0],
+        lambda status: status == 200,
+        timeout=60,
+        interval=POLL_S,
+        what="moto to answer 200",
+    )
+    wait_for(lambda: _postgres_ready(stack), timeout=60, interval=POLL_S, what="postgres")
 
     aws = {
         "region_name": REGION,
@@ -382,14 +383,19 @@ def _run(stack: Stack, digests: dict[str, str]) -> dict[str, Any]:
     worker_1 = stack.run("worker-1", *container_args(stack, tasks["worker"], endpoint))
     port = tasks["api"]["portMappings"][0]["containerPort"]
     api = f"http://127.0.0.1:{published_port(api_name, port)}"
-    wait("the container health check", lambda: health_check(api_name, tasks["api"]), 60, 1)
+    wait_for(
+        lambda: health_check(api_name, tasks["api"]),
+        timeout=60,
+        interval=1,
+        what="the container health check",
+    )
     target_group = task_definitions.resource(parsed, "aws_lb_target_group", "api")["health_check"]
     ready_url = f"{api}{target_group['path']}"  # port "traffic-port": the container port
 
     def alb_healthy() -> bool:
         return str(http("GET", ready_url)[0]) == str(target_group["matcher"])
 
-    wait("the load balancer's health check", alb_healthy, 60)
+    wait_for(alb_healthy, timeout=60, interval=POLL_S, what="the load balancer's health check")
     figures["alb_health_check"] = target_group["path"]
     _writable_tmp(api_name, worker_1)
 
@@ -406,7 +412,7 @@ def _run(stack: Stack, digests: dict[str, str]) -> dict[str, Any]:
     say("rotating the database password with everything running")
     rotate_password(stack, sm, secret_arn)
     figures["connections_cut"] = cut_connections(stack)
-    wait("readiness after the rotation", alb_healthy, 30)
+    wait_for(alb_healthy, timeout=30, interval=POLL_S, what="readiness after the rotation")
     figures["after_rotation"] = _calendar_job(stack, api, "Parity; todo", worker_1)
 
     say("SIGTERM, with the task's stopTimeout, to a worker busy with a long job")

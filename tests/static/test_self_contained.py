@@ -6,7 +6,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.services import ROOT
+
+pytestmark = pytest.mark.static
 
 # Spelled in pieces so that this file does not match itself.
 OUTSIDE = ["../" + "shared", "ARCHITECTURE" + ".md", "API_CONTRACT" + ".md", "STYLE" + ".md"]
