@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,6 +91,28 @@ class Process:
             return self.popen.wait(5)
         finally:
             self._log.close()
+
+
+def run(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    cwd: str | Path = ROOT,
+    base_env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end, as ``Process`` starts one (``env`` over ``base_env``, default
+    this process's environment), its output captured as text."""
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**(os.environ if base_env is None else base_env), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
 
 
 def start_api(env: Mapping[str, str], port: int) -> Process:

@@ -45,7 +45,8 @@ def _address(url: str) -> str:
     return f"{parts.hostname}:{parts.port}"
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether something accepts a TCP connection at ``url``'s host and port."""
     parts = urlsplit(url)
     try:
         socket.create_connection((parts.hostname, parts.port), timeout=1).close()
@@ -63,7 +64,7 @@ def _choose(what: str) -> tuple[str, str]:
     mode = os.environ.get("TEST_SERVICES", "auto")
     if mode not in _MODES:
         raise RuntimeError(f"TEST_SERVICES={mode!r}: use one of {', '.join(_MODES)}")
-    if mode == "machine" or (mode == "auto" and _answers(machine)):
+    if mode == "machine" or (mode == "auto" and answers(machine)):
         return machine, f"the machine's {what} at {_address(machine)}"
     from tests import private_services
 

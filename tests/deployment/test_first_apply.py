@@ -29,6 +29,7 @@ from tests.deployment.test_terraform import (
     resource,
     unquote,
 )
+from tests.processes import run
 from tests.services import ROOT
 
 TERRAFORM = Path(ROOT, "ops", "terraform")
@@ -183,14 +184,8 @@ def fake_cli(tmp_path: Path) -> dict[str, str]:
 
 
 def run_readme_command(env: dict[str, str], cwd: Path) -> tuple[int, list[list[str]], str]:
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", readme_migration_command()],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run(
+        ["bash", "-euo", "pipefail", "-c", readme_migration_command()], cwd=cwd, base_env=env
     )
     log = Path(env["FAKE_AWS_LOG"])
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -344,13 +339,7 @@ LEAKS = [
 
 
 def test_13_git_ignores_terraform_state_providers_and_checkovs_venv():
-    done = subprocess.run(
-        ["git", "check-ignore", "--no-index", *LEAKS],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run(["git", "check-ignore", "--no-index", *LEAKS])
     assert sorted(done.stdout.split()) == sorted(LEAKS)
 
 

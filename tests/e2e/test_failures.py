@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.integration.jobs import SLOW_CALENDAR_TODOS, slow_job_running, submit
+from tests.integration.jobs import SLOW_CALENDAR_TODOS, stop_worker_mid_job, submit
 from tests.processes import PrivateRedis, Process, free_port, start_api, start_worker
 from tests.waiting import wait_for_job
 
@@ -20,32 +19,21 @@ def test_sigkilled_worker_job_completes_on_a_new_worker(
     api: str, service_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """Kill -9 a worker mid-job: the job reaches SUCCESS on the next worker within seconds."""
-    doomed, job_id = slow_job_running(api, service_env, engine, processes)
-    doomed.stop(signal.SIGKILL)
-    killed_at = time.monotonic()
-
-    processes.append(start_worker(service_env))
     # Recovery "within seconds" is the promise; the wait's limit is its bound.
-    row = wait_for_job(engine, job_id, timeout=30)
-    recovered_in = time.monotonic() - killed_at
-    assert (row.status, row.attempts) == ("SUCCESS", 2)
-    assert row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
-    print(f"\nSIGKILL -> SUCCESS on a new worker in {recovered_in:.1f} s")
+    handover = stop_worker_mid_job(api, service_env, engine, processes, signal.SIGKILL, timeout=30)
+    assert (handover.row.status, handover.row.attempts) == ("SUCCESS", 2)
+    assert handover.row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
+    print(f"\nSIGKILL -> SUCCESS on a new worker in {handover.seconds:.1f} s")
 
 
 def test_sigterm_hands_a_running_job_back_and_it_completes(
     api: str, service_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """SIGTERM mid-job (the ECS stop path): the job is interrupted, retried, and completes."""
-    stopping, job_id = slow_job_running(api, service_env, engine, processes)
-    # Not stopped within 30 s, it is SIGKILLed and the exit code is not 0.
-    exit_code = stopping.stop(signal.SIGTERM, timeout=30)
-    assert exit_code == 0, stopping.log()
-
-    processes.append(start_worker(service_env))
-    row = wait_for_job(engine, job_id)
-    assert row.status == "SUCCESS", row.error
-    assert row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
+    handover = stop_worker_mid_job(api, service_env, engine, processes, signal.SIGTERM)
+    assert handover.exit_code == 0, handover.stopped.log()
+    assert handover.row.status == "SUCCESS", handover.row.error
+    assert handover.row.result.count("BEGIN:VEVENT\r\n") == SLOW_CALENDAR_TODOS
 
 
 def test_broker_down_at_submission_then_back(

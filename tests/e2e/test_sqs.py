@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import httpx
 import icalendar
 import pytest
 from sqlalchemy import Engine
 
-from tests.integration.jobs import SLOW_CALENDAR_TODOS, slow_job_running
+from tests.integration.jobs import SLOW_CALENDAR_TODOS, stop_worker_mid_job
 from tests.processes import Process, free_port, start_api, start_worker
-from tests.waiting import wait_for_job, wait_for_task
+from tests.waiting import wait_for_task
 
 pytestmark = pytest.mark.e2e
 
@@ -59,25 +58,19 @@ def test_sigkilled_worker_job_completes_after_the_visibility_timeout(
     sqs_api: str, sqs_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """Kill -9 mid-job: SQS redelivers after the visibility timeout; a new worker finishes it."""
-    doomed, job_id = slow_job_running(
-        sqs_api, sqs_env, engine, processes, todos=SLOW_CALENDAR_TODOS // 2
+    handover = stop_worker_mid_job(
+        sqs_api, sqs_env, engine, processes, signal.SIGKILL, todos=SLOW_CALENDAR_TODOS // 2
     )
-    doomed.stop(signal.SIGKILL)
-    killed = time.monotonic()
-    processes.append(start_worker(sqs_env))
-    row = wait_for_job(engine, job_id, timeout=60)
-    took = time.monotonic() - killed
-    assert (row.status, row.attempts) == ("SUCCESS", 2)
-    print(f"\nSQS: SIGKILL -> SUCCESS in {took:.1f} s (visibility 10 s)")
+    assert (handover.row.status, handover.row.attempts) == ("SUCCESS", 2)
+    print(f"\nSQS: SIGKILL -> SUCCESS in {handover.seconds:.1f} s (visibility 10 s)")
 
 
 def test_sigterm_mid_job_over_sqs_completes(
     sqs_api: str, sqs_env: dict[str, str], engine: Engine, processes: list[Process]
 ):
     """SIGTERM mid-job: the worker exits cleanly and the job is finished or handed back."""
-    stopping, job_id = slow_job_running(
-        sqs_api, sqs_env, engine, processes, todos=SLOW_CALENDAR_TODOS // 2
+    handover = stop_worker_mid_job(
+        sqs_api, sqs_env, engine, processes, signal.SIGTERM, todos=SLOW_CALENDAR_TODOS // 2
     )
-    assert stopping.stop(signal.SIGTERM, timeout=30) == 0, stopping.log()
-    processes.append(start_worker(sqs_env))
-    assert wait_for_job(engine, job_id, timeout=60).status == "SUCCESS"
+    assert handover.exit_code == 0, handover.stopped.log()
+    assert handover.row.status == "SUCCESS", handover.row.error

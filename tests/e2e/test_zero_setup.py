@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.processes import Process, free_port, wait_http, wait_log
+from tests.processes import Process, free_port, run, wait_http, wait_log
 from tests.services import ROOT
 from tests.waiting import wait_for, wait_for_task
 
@@ -46,15 +45,7 @@ def test_make_run_without_variables_is_the_single_process():
     """The README's first command picks the zero-setup runner when nothing is configured."""
     # Not as a sub-make of `make test`: that would pass its own flags down.
     env = {k: v for k, v in NO_SERVICES.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    done = subprocess.run(
-        ["make", "--no-print-directory", "-n", "run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run(["make", "--no-print-directory", "-n", "run"], base_env=env, check=True)
     assert done.stdout.splitlines()[-1].endswith("python ops/dev/standalone.py"), done.stdout
 
 
@@ -113,13 +104,11 @@ def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Pat
 
 def test_production_never_falls_back_to_sqlite(tmp_path: Path):
     """TASKOVERFLOW_ENV=production without DATABASE_URL/BROKER_URL: exit 1, a clear message."""
-    done = subprocess.run(
+    done = run(
         [sys.executable, STANDALONE],
+        {"TASKOVERFLOW_ENV": "production"},
         cwd=tmp_path,
-        env={**NO_SERVICES, "TASKOVERFLOW_ENV": "production"},
-        capture_output=True,
-        text=True,
-        timeout=60,
+        base_env=NO_SERVICES,
     )
     assert done.returncode == 1
     assert done.stderr.strip() == (

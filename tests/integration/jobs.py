@@ -3,11 +3,14 @@ them: tests.waiting)."""
 
 from __future__ import annotations
 
+import signal
+import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import httpx
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, Row, text
 
 from models.clock import utcnow
 from tests.processes import Process, start_worker
@@ -80,3 +83,33 @@ def slow_job_running(
     job_id = submit(api)
     wait_for_job(engine, job_id, {"STARTED"})
     return worker, job_id
+
+
+class Handover(NamedTuple):
+    """A job whose worker was stopped mid-job, finished by the next worker."""
+
+    stopped: Process  # the worker stopped mid-job
+    exit_code: int | None  # its exit status
+    row: Row[Any]  # the job's, once final
+    seconds: float  # from the worker's end to the job's
+
+
+def stop_worker_mid_job(
+    api: str,
+    env: dict[str, str],
+    engine: Engine,
+    processes: list[Process],
+    sig: signal.Signals,
+    *,
+    todos: int = SLOW_CALENDAR_TODOS,
+    timeout: float = 60,
+) -> Handover:
+    """Stop a worker busy with a calendar of ``todos`` todos with ``sig`` (SIGKILL: a crash;
+    SIGTERM: ECS stopping the task), start another (appended to ``processes``) and wait up to
+    ``timeout`` s for the job to be final."""
+    stopping, job_id = slow_job_running(api, env, engine, processes, todos=todos)
+    exit_code = stopping.stop(sig, timeout=30)  # not gone by then: SIGKILLed, status not 0
+    stopped_at = time.monotonic()
+    processes.append(start_worker(env))
+    row = wait_for_job(engine, job_id, timeout=timeout)
+    return Handover(stopping, exit_code, row, time.monotonic() - stopped_at)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +26,7 @@ from api import queries
 from api.database import Database, create_api_engine
 from models.engine import create_db_engine
 from models.settings import DatabaseSettings
-from tests.processes import free_port
-from tests.services import ROOT
+from tests.processes import BIN, free_port, run
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 pytestmark = pytest.mark.skipif(
@@ -49,10 +46,9 @@ class Cluster:
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         """As the superuser, over TLS with its password (the only way in)."""
-        done = subprocess.run(
+        done = run(
             [str(PG_BIN / "psql"), "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", statement],
-            env={
-                **os.environ,
+            {
                 "PGHOST": "127.0.0.1",
                 "PGPORT": str(self.port),
                 "PGUSER": "postgres",
@@ -60,8 +56,6 @@ class Cluster:
                 "PGPASSWORD": self.superuser_password,
                 "PGSSLMODE": "require",
             },
-            capture_output=True,
-            text=True,
             timeout=30,
             check=True,
         )
@@ -203,19 +197,10 @@ def test_api_engine_takes_sslmode_and_survives_a_rotation(cluster: Cluster, app:
 def test_alembic_upgrade_authenticates_with_the_secret(cluster: Cluster, app: App):
     """The migration task's command, with the task's variables: DATABASE_URL carries no
     password; DB_PASSWORD_SECRET_ARN names the secret."""
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DATABASE_URL": app.url,
-            "DB_PASSWORD_SECRET_ARN": app.secret_arn,
-            "LOG_FORMAT": "json",
-        },
-        capture_output=True,
-        text=True,
+    done = run(
+        [str(BIN / "alembic"), "upgrade", "head"],
+        {"DATABASE_URL": app.url, "DB_PASSWORD_SECRET_ARN": app.secret_arn, "LOG_FORMAT": "json"},
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     user = app.url.split("//")[1].split("@")[0]

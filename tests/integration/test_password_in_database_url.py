@@ -8,13 +8,7 @@ the machine's own Postgres accepts any password, so it could not tell.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-from pathlib import Path
 from urllib.parse import quote
-
-from sqlalchemy import text
 
 from api import queries
 from api.database import Database, create_api_engine
@@ -26,8 +20,9 @@ from tests.integration.test_database_password import (  # noqa: F401 (fixtures, 
     app,
     cluster,
     pytestmark,
+    worker_select,
 )
-from tests.services import ROOT
+from tests.processes import BIN, run
 
 
 def url_with_password(app: App, password: str) -> str:
@@ -35,18 +30,21 @@ def url_with_password(app: App, password: str) -> str:
     return app.url.replace(f"//{user}@", f"//{user}:{quote(password, safe='')}@", 1)
 
 
+def worker_connects(database: DatabaseSettings) -> bool:
+    """Whether the workers' engine (psycopg2) gets a connection that answers a query."""
+    engine = create_db_engine(database, application_name="test", pool_size=1)
+    try:
+        return worker_select(engine) == 1
+    finally:
+        engine.dispose()
+
+
 def test_every_engine_authenticates_with_the_password_from_the_url(cluster: Cluster, app: App):
     """psycopg2 (workers), asyncpg (the API) and alembic (migrations), SCRAM over TLS."""
     url = url_with_password(app, app.password)
     database = DatabaseSettings.from_env({"DATABASE_URL": url})
     assert app.password not in database.url
-
-    engine = create_db_engine(database, application_name="test", pool_size=1)
-    try:
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT 1")).scalar_one() == 1
-    finally:
-        engine.dispose()
+    assert worker_connects(database)
 
     async def api_ping() -> object:
         api_engine = create_api_engine(database, application_name="test")
@@ -57,14 +55,10 @@ def test_every_engine_authenticates_with_the_password_from_the_url(cluster: Clus
 
     assert asyncio.run(api_ping()) is not None
 
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"},
-        capture_output=True,
-        text=True,
+    done = run(
+        [str(BIN / "alembic"), "upgrade", "head"],
+        {"DATABASE_URL": url, "LOG_FORMAT": "json"},
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert app.password not in done.stdout + done.stderr
@@ -75,9 +69,4 @@ def test_db_password_wins_over_the_urls(cluster: Cluster, app: App):
     database = DatabaseSettings.from_env(
         {"DATABASE_URL": url_with_password(app, "not-it"), "DB_PASSWORD": app.password}
     )
-    engine = create_db_engine(database, application_name="test", pool_size=1)
-    try:
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT 1")).scalar_one() == 1
-    finally:
-        engine.dispose()
+    assert worker_connects(database)

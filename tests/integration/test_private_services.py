@@ -10,29 +10,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg2
 import redis
 
 from tests.private_services import PrivatePostgres, PrivateRedisServer, started
-from tests.services import ROOT
+from tests.services import ROOT, answers
 from tests.waiting import wait_for
-
-
-def answers(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def test_private_postgres_serves_sql_and_leaves_nothing_when_stopped():

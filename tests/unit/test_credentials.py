@@ -27,6 +27,14 @@ class Clock:
         return self.now
 
 
+def read_once(secret: str) -> tuple[Store, Clock, DatabasePassword]:
+    """A password read from ``Store(secret)`` at time 0, to be read again at most every 5 s."""
+    store, clock = Store(secret), Clock()
+    password = DatabasePassword(read=store.read, refresh_interval_s=5, clock=clock)
+    assert password.current() == secret
+    return store, clock, password
+
+
 def test_a_secret_is_read_once_then_cached():
     store = Store("first")
     password = DatabasePassword(read=store.read)
@@ -37,9 +45,7 @@ def test_a_secret_is_read_once_then_cached():
 
 def test_a_refusal_reads_the_rotated_secret_at_once():
     """Even right after the first read: a rotation can come at any moment."""
-    store, clock = Store("first"), Clock()
-    password = DatabasePassword(read=store.read, refresh_interval_s=5, clock=clock)
-    password.current()
+    store, clock, password = read_once("first")
     store.value = "second"  # rotated a moment later
     clock.now = 0.1
     assert password.refresh() is True
@@ -48,9 +54,7 @@ def test_a_refusal_reads_the_rotated_secret_at_once():
 
 
 def test_a_password_that_stays_wrong_is_read_once_per_interval():
-    store, clock = Store("wrong"), Clock()
-    password = DatabasePassword(read=store.read, refresh_interval_s=5, clock=clock)
-    password.current()
+    store, clock, password = read_once("wrong")
     for now in (1, 2, 3):  # refused again and again: one re-read, then none for 5 s
         clock.now = now
         assert password.refresh() is False

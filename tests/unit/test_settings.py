@@ -60,17 +60,32 @@ def test_required_variables_must_be_set(missing: str):
     ("extra", "message"),
     [
         ({"JOB_MAX_BACKOFF_MS": "900001"}, "exceeds 900000 ms"),
-        ({"JOB_MAX_RETRIES": "many"}, "JOB_MAX_RETRIES must be an integer"),
         ({"JOB_MIN_BACKOFF_MS": "0"}, "JOB_MIN_BACKOFF_MS must be positive"),
         ({"BROKER_URL": "amqp://x"}, "BROKER_URL must be a redis:// or sqs:// URL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json, console or auto"),
         ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE must be at least 1"),
+        ({"DB_PASSWORD_SECRET_ARN": "my-secret"}, "must be a secret's ARN"),
+        ({"DATABASE_URL": "postgresql://u@h/db?sslmode=on"}, "sslmode must be one of"),
+        ({"WORKER_PROCESSES": "0"}, "WORKER_PROCESSES must be at least 1, not 0"),
+        ({"WORKER_PROCESSES": "-1"}, "WORKER_PROCESSES must be at least 1, not -1"),
+        ({"DRAMATIQ_THREADS": "0"}, "DRAMATIQ_THREADS must be at least 1"),
+        ({"WORKER_SHUTDOWN_TIMEOUT_MS": "-5"}, "WORKER_SHUTDOWN_TIMEOUT_MS must not be negative"),
     ],
 )
 def test_unsafe_or_malformed_values_are_refused(extra: dict[str, str], message: str):
     """Values that would lose jobs or cannot be parsed stop start-up with a reason."""
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({**BASE, **extra})
+
+
+@pytest.mark.parametrize(
+    "name", ["JOB_MAX_RETRIES", "WORKER_PROCESSES", "WORKER_SHUTDOWN_TIMEOUT_MS"]
+)
+@pytest.mark.parametrize("value", ["two", "", "1.5"])
+def test_an_integer_variable_refuses_what_is_not_an_integer(name: str, value: str):
+    """Even empty: only an optional variable takes "" for unset."""
+    with pytest.raises(ConfigError, match=re.escape(f"{name} must be an integer, not {value!r}")):
+        Settings.from_env({**BASE, name: value})
 
 
 def test_env_names_lists_every_variable_read():
@@ -229,18 +244,6 @@ def test_settings_are_final_when_built():
             api=settings.api,
             log=settings.log,
         )
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        ({"DB_PASSWORD_SECRET_ARN": "my-secret"}, "must be a secret's ARN"),
-        ({"DATABASE_URL": "postgresql://u@h/db?sslmode=on"}, "sslmode must be one of"),
-    ],
-)
-def test_database_settings_that_cannot_work_are_refused(extra: dict[str, str], message: str):
-    with pytest.raises(ConfigError, match=message):
-        Settings.from_env({**BASE, **extra})
 
 
 @pytest.mark.parametrize(
