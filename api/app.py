@@ -34,6 +34,7 @@ from api.http_methods import rfc9110_methods
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController, CalendarJobs
 from api.routes.health import health, ready
+from api.routes.jobs import JobController
 from api.routes.page import page_routes
 from api.routes.todos import TodoController
 from api.state import CrashAfterCommitSender, JobSender
@@ -98,7 +99,14 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         sender.broker.close()
 
     return TaskOverflowApp(
-        route_handlers=[health, ready, TodoController, CalendarJobController, *page_routes()],
+        route_handlers=[
+            health,
+            ready,
+            TodoController,
+            CalendarJobController,
+            JobController,
+            *page_routes(),
+        ],
         # What handlers use, by parameter name and type (``db: NamedDependency[Database]``).
         dependencies={
             "db": _constant(db),

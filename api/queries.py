@@ -9,7 +9,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, literal, select, update
+from sqlalchemy import and_, bindparam, delete, insert, literal, or_, select, update
+from sqlalchemy.sql.elements import BindParameter
 
 from api.database import Query
 from models import Job, Todo, lifecycle
@@ -78,3 +79,42 @@ JOB_RESULT = Query(select(Job.status, Job.result, Job.error).where(Job.id == bin
 
 #: Readiness: one round trip that needs a working connection (URL, TLS, password).
 DATABASE_PING = Query(select(literal(1)))
+
+
+#: In ``JobOut``'s field order, up to ``links`` (the handler adds those).
+JOB_COLUMNS = (
+    Job.id,
+    Job.kind,
+    Job.status,
+    Job.attempts,
+    Job.error,
+    Job.created_at,
+    Job.started_at,
+    Job.finished_at,
+)
+
+JOB_BY_ID = Query(select(*JOB_COLUMNS).where(Job.id == bindparam("id")))
+
+
+@cache
+def job_list(params: frozenset[str]) -> Query:
+    """Newest first, at most :limit rows; each filter applies when its parameter is given
+    (status, kind, created_after, created_before, after_created_at with after_id)."""
+    stmt = select(*JOB_COLUMNS).order_by(Job.created_at.desc(), Job.id.desc())
+    if "status" in params:
+        stmt = stmt.where(Job.status == bindparam("status"))
+    if "kind" in params:
+        stmt = stmt.where(Job.kind == bindparam("kind"))
+    if "created_after" in params:
+        stmt = stmt.where(Job.created_at > bindparam("created_after"))
+    if "created_before" in params:
+        stmt = stmt.where(Job.created_at < bindparam("created_before"))
+    if "after_created_at" in params:
+        before: BindParameter[Any] = bindparam("after_created_at")
+        stmt = stmt.where(
+            or_(
+                Job.created_at < before,
+                and_(Job.created_at == before, Job.id < bindparam("after_id")),
+            )
+        )
+    return Query(stmt.limit(bindparam("limit")))

@@ -59,3 +59,40 @@ class TaskStatus(msgspec.Struct, omit_defaults=True):
     result_url: str
     #: Why the job is RETRY or FAILURE (absent otherwise).
     reason: str | None = None
+
+
+class JobLinks(msgspec.Struct, omit_defaults=True):
+    #: This job in the jobs resource.
+    self: str
+    #: The course's status URL of a calendar job.
+    status: str | None = None
+    #: Where the result is fetched once the job is SUCCESS.
+    result: str | None = None
+
+
+class JobOut(msgspec.Struct):
+    """A job of any kind, as the jobs resource shows it (``api.queries.JOB_COLUMNS``)."""
+
+    id: str
+    kind: str
+    #: PENDING, STARTED, RETRY, SUCCESS or FAILURE
+    status: str
+    #: How many times a worker has started it.
+    attempts: int
+    #: Why it is RETRY or FAILURE; null otherwise.
+    error: str | None
+    created_at: NaiveUTC
+    started_at: NaiveUTCOrNull
+    finished_at: NaiveUTCOrNull
+    #: Milliseconds from creation to the last start; null until it starts.
+    queue_wait_ms: int | None
+    #: Milliseconds from the last start to the finish; null until it finishes.
+    run_ms: int | None
+    links: JobLinks
+
+
+class JobPage(msgspec.Struct):
+    """One page of jobs, newest first, and the token of the next (null on the last page)."""
+
+    jobs: list[JobOut]
+    next_page_token: str | None

@@ -40,6 +40,8 @@ class Job(Base):
         CheckConstraint(f"kind IN ({_sql_in(JobKind)})", name="kind"),
         # The reconciler scans unfinished jobs by state and age.
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        # The jobs list: newest first, paged by (created_at, id).
+        Index("ix_jobs_created_at_id", "created_at", "id"),
     )
 
     #: uuid4: unguessable, so a job id is also the capability to read its result.

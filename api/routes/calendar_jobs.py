@@ -38,10 +38,13 @@ class CalendarJobs:
     sender: JobSender
     public_base_url: str | None
 
+    def base_url(self, request: Request) -> str:
+        """scheme://host[:port] of the URLs handed out."""
+        return self.public_base_url or str(request.base_url).rstrip("/")
+
     def urls(self, request: Request, job_id: uuid.UUID) -> tuple[str, str]:
         """The job's status and result URLs."""
-        base_url = self.public_base_url or str(request.base_url).rstrip("/")
-        base = f"{base_url}/api/v1/todos/ical/{job_id}"
+        base = f"{self.base_url(request)}/api/v1/todos/ical/{job_id}"
         return f"{base}/status", f"{base}/result"
 
 
