@@ -9,8 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, literal, or_, select, update
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy import Uuid, bindparam, delete, insert, literal, select, tuple_, update
 
 from api.database import Query
 from models import Job, Todo, lifecycle
@@ -110,11 +109,8 @@ def job_list(params: frozenset[str]) -> Query:
     if "created_before" in params:
         stmt = stmt.where(Job.created_at < bindparam("created_before"))
     if "after_created_at" in params:
-        before: BindParameter[Any] = bindparam("after_created_at")
-        stmt = stmt.where(
-            or_(
-                Job.created_at < before,
-                and_(Job.created_at == before, Job.id < bindparam("after_id")),
-            )
-        )
+        # A row comparison, which Postgres turns into an index condition on
+        # (created_at, id): a deep page costs what the first does (an OR would filter).
+        position = tuple_(bindparam("after_created_at"), bindparam("after_id", type_=Uuid))
+        stmt = stmt.where(tuple_(Job.created_at, Job.id) < position)
     return Query(stmt.limit(bindparam("limit")))

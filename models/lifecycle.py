@@ -187,6 +187,14 @@ def _stranded(exhausted: bool, orphans: bool) -> Select[tuple[uuid.UUID]]:
             attempts,
             Job.status == JobStatus.STARTED.value,
             Job.updated_at < bindparam("orphan_before"),
+            # Not already resent since its last claim (its message may still be queued), or
+            # resent longer ago than a PENDING job's grace: else every pass would send it
+            # again while it waits behind a backlog.
+            or_(
+                Job.started_at.is_(None),
+                Job.enqueued_at <= Job.started_at,
+                Job.enqueued_at < bindparam("pending_before"),
+            ),
         )
         .order_by(Job.updated_at)
         .limit(RECONCILE_BATCH)
@@ -253,8 +261,10 @@ def status(conn: Connection, job_id: uuid.UUID) -> str | None:
     return conn.execute(STATUS, {"job_id": job_id}).scalar()
 
 
-def succeed(conn: Connection, job_id: uuid.UUID, result: str) -> None:
-    conn.execute(SUCCEED, {"job_id": job_id, "result": result, "now": utcnow()})
+def succeed(conn: Connection, job_id: uuid.UUID, result: str) -> bool:
+    """SUCCESS with ``result``; False if the job had finished meanwhile (nothing written)."""
+    done = conn.execute(SUCCEED, {"job_id": job_id, "result": result, "now": utcnow()})
+    return bool(done.rowcount)
 
 
 def fail(conn: Connection, job_id: uuid.UUID, reason: str, *, final: bool) -> bool:

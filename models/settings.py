@@ -61,6 +61,9 @@ def env(name: str, doc: str, default: Any = dataclasses.MISSING, *, secret: bool
     return field(default=default, metadata={"env": name, "doc": doc, "secret": secret})
 
 
+#: ``scheme://user:`` and everything up to the last ``@`` (the password, however written).
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:).*@", re.DOTALL)
+
 #: A ``password=`` query parameter (redis-py and libpq accept one).
 _QUERY_PASSWORD = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
 
@@ -69,13 +72,12 @@ def redact_url(url: str) -> str:
     """``url`` with any password (``user:password@``, ``?password=``) replaced by ``***``,
     for logs and errors; otherwise unchanged. What does not parse as a URL is hidden whole."""
     try:
-        parts = urlsplit(url)
-        password = parts.password
+        urlsplit(url)
     except ValueError:
         return "***"
-    if password is not None:
-        userinfo = parts.netloc.rpartition("@")[0]
-        url = url.replace(f"{userinfo}@", f"{userinfo.split(':', 1)[0]}:***@", 1)
+    # Everything from the user's colon to the last "@": a password written raw may hold
+    # "/", "?" or "#", which end a URL's authority for a parser (over-hiding is harmless).
+    url = _USERINFO_PASSWORD.sub(r"\1***@", url)
     return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
@@ -184,7 +186,9 @@ class DatabaseSettings(_FromEnv):
             parsed = make_url(url)
         except ArgumentError:
             raise ConfigError("DATABASE_URL is not a valid database URL") from None
-        if parsed.password is not None:
+        # libpq also takes the password as a query parameter (?password=...).
+        in_query = parsed.query.get("password")
+        if parsed.password is not None or in_query is not None:
             # Out of the URL, into the one field nothing shows: engines hand the password
             # to the driver per connection (models.credentials), so no URL string can leak
             # it or go stale. DB_PASSWORD, when set, wins over the URL's.
@@ -194,11 +198,17 @@ class DatabaseSettings(_FromEnv):
                 host=parsed.host,
                 port=parsed.port,
                 database=parsed.database,
-                query=parsed.query,
+                query={k: v for k, v in parsed.query.items() if k != "password"},
             )
             url = bare.render_as_string(hide_password=False)
+            if parsed.password is not None:
+                password = str(parsed.password)
+            elif isinstance(in_query, str):
+                password = in_query
+            else:  # a repeated parameter: libpq takes the last
+                password = (in_query or ("",))[-1]
             if values.get("password") is None:
-                values["password"] = str(parsed.password)
+                values["password"] = password
         return cls(**{**values, "url": url})
 
     def __post_init__(self) -> None:

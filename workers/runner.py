@@ -76,8 +76,13 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work) -> str:
                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
                 raise
-            lifecycle.succeed(conn, job_id, result)
+            recorded = lifecycle.succeed(conn, job_id, result)
             conn.commit()
+            if not recorded:
+                # Finished meanwhile (abandoned, or failed by another copy's last retry): a
+                # finished job never changes, so this result is dropped, and said so.
+                log.warning("job result dropped", reason="the job finished meanwhile")
+                return "skipped-finished"
             log.info(
                 "job finished",
                 outcome="success",
@@ -153,3 +158,7 @@ def _release(conn: Connection, job_id: uuid.UUID) -> None:
         # Could not unlock (the connection broke, or the database went away). Never hand a
         # connection that may still hold the lock back to the pool: closing it frees the lock.
         conn.invalidate()
+    except BaseException:
+        # Dramatiq's time limit or shutdown interrupted the unlock: the same, then let it on.
+        conn.invalidate()
+        raise

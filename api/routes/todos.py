@@ -21,19 +21,19 @@ from api.openapi_docs import (
 from api.schemas import TodoOut
 from api.todo_input import (
     MAX_WINDOW_DAYS,
-    decode_object,
+    json_object_body,
     parse_completed_filter,
     parse_todo_fields,
     parse_window,
-    require_json_body,
 )
 from models.clock import utcnow
 
 MAX_ID = 2**31 - 1
 
 _BODY_DOC = (
-    "Body: sent as application/json (a body declared as any other media type is refused "
-    "with 415; one with no Content-Type is read as JSON). "
+    "Body: JSON, best sent as application/json (a JSON text declared as another media type, "
+    "or with none, is read all the same; content that is not JSON and is declared as "
+    "something else is refused with 415). "
     'A JSON object with any of "title" (string, required on create, <= 80 chars), '
     '"description" (string or null, <= 120), "completed" (boolean), '
     '"deadline_at" (ISO-8601 date-time or null; without an offset it means UTC). '
@@ -113,8 +113,8 @@ class TodoController(Controller):
         responses=errors(400, 413, 415, 503),
     )
     async def create_todo(self, request: Request, db: NamedDependency[Database]) -> TodoOut:
-        require_json_body(request.headers.get("content-type"))
-        values = parse_todo_fields(decode_object(await request.body()), creating=True)
+        body = json_object_body(await request.body(), request.headers.get("content-type"))
+        values = parse_todo_fields(body, creating=True)
         row = await db.execute(queries.INSERT_TODO, **values, now=utcnow())
         if row is None:  # INSERT ... RETURNING always returns the row
             raise RuntimeError("insert returned no row")
@@ -131,8 +131,8 @@ class TodoController(Controller):
         self, request: Request, todo_id: FromPath[int], db: NamedDependency[Database]
     ) -> TodoOut:
         # Validate before looking the todo up: a bad body never changes anything.
-        require_json_body(request.headers.get("content-type"))
-        values = parse_todo_fields(decode_object(await request.body()), creating=False)
+        body = json_object_body(await request.body(), request.headers.get("content-type"))
+        values = parse_todo_fields(body, creating=False)
         if not _valid_id(todo_id):
             raise _not_found()
         if values:

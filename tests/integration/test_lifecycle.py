@@ -175,3 +175,18 @@ def test_calendar_reads_todos_with_bounded_batches(engine: Engine):
     result = job_row(engine, job_id).result
     assert result.count("BEGIN:VEVENT\r\n") == 10_000
     assert "UID:10000@taskoverflow.test\r\n" in result
+
+
+def test_a_result_for_a_job_that_finished_meanwhile_is_dropped(engine: Engine):
+    """Abandoned (or failed by another copy) while this attempt ran: the finished row stays
+    as it is, and run_job says it skipped rather than succeeded."""
+    job_id = insert_job(engine)
+
+    def outlived(conn: Connection) -> str:
+        assert mark_failed(engine, job_id, "abandoned after 3 attempts that never finished")
+        return render(conn)
+
+    assert run_job(engine, job_id, outlived) == "skipped-finished"
+    row = job_row(engine, job_id)
+    assert (row.status, row.result) == ("FAILURE", None)
+    assert row.error == "abandoned after 3 attempts that never finished"

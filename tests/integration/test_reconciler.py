@@ -162,3 +162,29 @@ def test_stranded_jobs_are_sent_to_the_actor_of_their_kind(
         [lifecycle.Resent(calendar_job, "ical"), lifecycle.Resent(echo_job, "echo")]
     )
     assert received == {"echo_job": [str(echo_job)], "render_calendar": [str(calendar_job)]}
+
+
+def test_an_orphan_is_resent_once_while_its_message_waits(engine: Engine, settings: Settings):
+    """Resent orphans stay STARTED with a free lock until a worker takes the message; later
+    passes leave them alone (no pile of duplicates behind a backlog) until a PENDING job's
+    grace has passed since the resend."""
+    orphan = insert_job(engine, status="STARTED", age_s=ORPHAN_GRACE_S + 1, attempts=1)
+    with engine.begin() as conn:  # claimed (started_at) when it was stamped
+        conn.execute(text("UPDATE jobs SET started_at = updated_at WHERE id = :id"), {"id": orphan})
+
+    def age(seconds: float) -> None:
+        """Move the job's resend and last change ``seconds`` into the past."""
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE jobs SET enqueued_at = enqueued_at - make_interval(secs => :s),"
+                    " updated_at = updated_at - make_interval(secs => :s) WHERE id = :id"
+                ),
+                {"s": seconds, "id": orphan},
+            )
+
+    assert run(engine, settings)[0] == [orphan]
+    age(ORPHAN_GRACE_S + 1)
+    assert run(engine, settings)[0] == []
+    age(settings.jobs.pending_grace_s)
+    assert run(engine, settings)[0] == [orphan]

@@ -286,18 +286,40 @@ def test_a_sqlite_database_that_cannot_be_opened_is_503(tmp_path: Path):
 def test_bodies_declared_as_something_else_than_json_are_415(
     client: TestClient, engine: Engine, content_type: str
 ):
-    """A JSON text declared as another media type is refused (415), on POST and PUT, and
-    changes nothing: the client is told to say application/json."""
+    """Content that is not JSON, declared as another media type, is refused (415) on POST
+    and PUT and changes nothing: the client is told to send application/json."""
     todo = create(client, title="stable")
     for method, path in (("POST", API), ("PUT", f"{API}/{todo['id']}")):
         response = client.request(
-            method, path, content=b'{"title": "new"}', headers={"content-type": content_type}
+            method, path, content=b"title=new", headers={"content-type": content_type}
         )
         assert response.status_code == 415, (method, response.text)
         assert response.json() == {
             "error": "request body must be JSON, sent with Content-Type: application/json"
         }
     assert client.get(API).json() == [todo]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded"]
+)
+def test_a_json_text_declared_as_another_type_is_read_as_ever(
+    client: TestClient, content_type: str
+):
+    """What ``curl -d`` and ``fetch`` with a string body send: the answers the course's
+    clients always had (201, and the usual 400s), never 415."""
+    created = client.post(API, content=b'{"title": "curl"}', headers={"content-type": content_type})
+    assert (created.status_code, created.json()["title"]) == (201, "curl")
+    extra = client.post(
+        API, content=b'{"title": "x", "id": 1}', headers={"content-type": content_type}
+    )
+    assert (extra.status_code, extra.json()) == (400, {"error": "extra fields"})
+    updated = client.put(
+        f"{API}/{created.json()['id']}",
+        content=b'{"completed": true}',
+        headers={"content-type": content_type},
+    )
+    assert (updated.status_code, updated.json()["completed"]) == (200, True)
 
 
 @pytest.mark.parametrize(

@@ -229,6 +229,18 @@ def test_reprs_hide_passwords_in_broker_urls():
         "rediss://u:***@r/0?password=***&db=1"
     )
     assert redact_url("sqlite:////tmp/x.sqlite3") == "sqlite:////tmp/x.sqlite3"
+    # Written raw, a password may hold what ends a URL's authority for a parser.
+    assert redact_url("redis://:pa/ss?#x@r:6379/0") == "redis://:***@r:6379/0"
+    assert redact_url("postgresql://u:a@b@h/db") == "postgresql://u:***@h/db"
+
+
+def test_a_password_in_the_query_string_leaves_the_url_too():
+    """libpq's ?password=... moves into the password field like user:password@ does."""
+    database = DatabaseSettings.from_env(
+        {"DATABASE_URL": "postgresql://u@h/db?password=S3cret&sslmode=require"}
+    )
+    assert database.url == "postgresql+psycopg2://u@h/db?sslmode=require"
+    assert database.password == "S3cret"  # noqa: S105 (a test value)
 
 
 def test_settings_are_final_when_built():
