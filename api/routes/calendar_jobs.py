@@ -44,8 +44,13 @@ class CalendarJobs:
 
     def urls(self, request: Request, job_id: uuid.UUID) -> tuple[str, str]:
         """The job's status and result URLs."""
-        base = f"{self.base_url(request)}/api/v1/todos/ical/{job_id}"
-        return f"{base}/status", f"{base}/result"
+        return calendar_job_urls(self.base_url(request), job_id)
+
+
+def calendar_job_urls(base_url: str, job_id: uuid.UUID) -> tuple[str, str]:
+    """A calendar job's status and result URLs on the course's routes, under ``base_url``."""
+    base = f"{base_url}/api/v1/todos/ical/{job_id}"
+    return f"{base}/status", f"{base}/result"
 
 
 def _job_id(task_id: str) -> uuid.UUID:

@@ -24,7 +24,7 @@ from api.job_list import (
     parse_job_filters,
 )
 from api.openapi_docs import errors
-from api.routes.calendar_jobs import CalendarJobs
+from api.routes.calendar_jobs import CalendarJobs, calendar_job_urls
 from api.schemas import JobLinks, JobOut, JobPage
 from models import JobKind, JobStatus
 
@@ -39,10 +39,12 @@ def _ms(start: datetime | None, end: datetime | None) -> int | None:
 def job_out(row: Any, base_url: str) -> JobOut:
     """A ``JOB_COLUMNS`` row as the resource shows it."""
     job_id, kind, status, attempts, error, created_at, started_at, finished_at = row
-    links = JobLinks(self=f"{base_url}/api/v1/jobs/{job_id}")
+    own = f"{base_url}/api/v1/jobs/{job_id}"
     if kind == JobKind.ICAL:
-        course = f"{base_url}/api/v1/todos/ical/{job_id}"
-        links = JobLinks(self=links.self, status=f"{course}/status", result=f"{course}/result")
+        status_url, result_url = calendar_job_urls(base_url, job_id)
+        links = JobLinks(self=own, status=status_url, result=result_url)
+    else:
+        links = JobLinks(self=own)
     return JobOut(
         id=str(job_id),
         kind=kind,
