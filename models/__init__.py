@@ -2,7 +2,8 @@
 
 Both the API and the workers import this package; it imports neither of them. Inside:
 
-- the tables: ``base`` (declarative base, naming convention), ``todo``, ``job``;
+- the tables: ``base`` (declarative base, naming convention), ``todo``, ``job``,
+  ``idempotency`` (keys of retried POSTs);
 - the job's life: ``lifecycle``, every status transition, the only writer of a job's status;
 - the queue contract: ``queue`` (broker factory, actor name per job kind, ``send_job``) and
   ``sqs`` (the SQS broker for production);
@@ -13,7 +14,8 @@ Both the API and the workers import this package; it imports neither of them. In
 """
 
 from models.base import Base
+from models.idempotency import IdempotencyKey
 from models.job import Job, JobKind, JobStatus
 from models.todo import Todo
 
-__all__ = ["Base", "Job", "JobKind", "JobStatus", "Todo"]
+__all__ = ["Base", "IdempotencyKey", "Job", "JobKind", "JobStatus", "Todo"]

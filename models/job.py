@@ -4,7 +4,16 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
@@ -19,10 +28,22 @@ class JobStatus(enum.StrEnum):
     RETRY = "RETRY"  #: the last attempt failed transiently; the broker will deliver it again
     SUCCESS = "SUCCESS"  #: result written
     FAILURE = "FAILURE"  #: permanently failed; ``error`` says why
+    CANCELLED = "CANCELLED"  #: stopped on request, before or while it ran; no result
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.SUCCESS, JobStatus.FAILURE)
+        return self in FINAL_STATUSES
+
+    @property
+    def is_queued(self) -> bool:
+        """Waiting for a worker: cancelled at once, without one."""
+        return self in (JobStatus.PENDING, JobStatus.RETRY)
+
+
+#: A job in one of these never changes again (models.lifecycle guards every write).
+FINAL_STATUSES = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELLED})
+#: A finished job that can be started again (as a new job linked to it: models.lifecycle).
+RETRYABLE_STATUSES = frozenset({JobStatus.FAILURE, JobStatus.CANCELLED})
 
 
 class JobKind(enum.StrEnum):
@@ -42,6 +63,10 @@ class Job(Base):
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
         # The jobs list: newest first, paged by (created_at, id).
         Index("ix_jobs_created_at_id", "created_at", "id"),
+        # Retention: finished jobs in the order their results expire (models.lifecycle.purge).
+        Index("ix_jobs_expires_at", "expires_at"),
+        # A job is retried at most once: a second retry finds the first (and answers 409).
+        UniqueConstraint("retry_of"),
     )
 
     #: uuid4: unguessable, so a job id is also the capability to read its result.
@@ -60,3 +85,17 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    #: When the result (or the reason for no result) stops being served: set when the job
+    #: finishes, finished_at + JOB_RESULT_TTL_S; the row itself goes JOB_RECORD_TTL_S after
+    #: finishing. NULL while unfinished.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: Progress of the running attempt, written by its worker at a bounded rate: what it is
+    #: doing (``stage``) and how far (``progress_done`` of ``progress_total`` items).
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress_done: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    #: Someone asked to cancel it while it ran; its worker stops at its next progress write.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: The FAILURE or CANCELLED job this one retries (a retry is a new job: finished jobs
+    #: never change). Not a foreign key: the original may be purged before its retry.
+    retry_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)

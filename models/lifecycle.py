@@ -4,20 +4,31 @@
 transition     from                             to          made by
 =============  ===============================  ==========  ==========
 submit         (new)                            PENDING     API
+retry          FAILURE, CANCELLED               (new job)   API (a new job, ``retry_of``)
 fail_unsent    PENDING (its message not sent)   FAILURE     API
+cancel         PENDING, RETRY (queued)          CANCELLED   API
+cancel         STARTED                          unchanged   API (asks its worker to stop)
 claim          any unfinished                   STARTED     worker
+report         STARTED                          unchanged   worker (progress; reads cancel)
 succeed        any unfinished                   SUCCESS     worker
 fail           any unfinished                   RETRY       worker (transient error)
 fail, final    any unfinished                   FAILURE     worker (permanent, exhausted)
+stop           any unfinished                   CANCELLED   worker (honours a cancel request)
 resend         stranded, attempts left          unchanged   reconciler (sends it again)
 abandon        stranded, attempts used up       FAILURE     reconciler
+abandon        stranded, cancel requested       CANCELLED   reconciler
+expire         finished, past expires_at        unchanged   purge (result dropped)
+forget         finished, past the record's TTL  (deleted)   purge
 =============  ===============================  ==========  ==========
 
-A finished job (SUCCESS, FAILURE) never changes again: every statement is guarded by the
-states it may leave. Each transition is one SQLAlchemy Core statement over the ``jobs``
-table; the API runs its two on its async driver (``api.queries``), workers and the
-reconciler run theirs on a sync ``Connection`` through the functions below. Cancel and
-expire, when they come, are two more rows of this table.
+A finished job (SUCCESS, FAILURE, CANCELLED) never changes again, except that its result
+is dropped when it expires and its row deleted later still: every statement is guarded by
+the states it may leave. Each transition is one SQLAlchemy Core statement over the ``jobs``
+table; the API runs its own on its async driver (``api.queries``), workers and the
+reconciler run theirs on a sync ``Connection`` through the functions below.
+
+Every transition to a final state stamps ``expires_at`` (finished_at + JOB_RESULT_TTL_S):
+the result is served until then, and ``410 Gone`` after.
 """
 
 from __future__ import annotations
@@ -34,21 +45,26 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     cast,
+    delete,
     func,
     insert,
     literal,
     or_,
     select,
+    tuple_,
     union,
     update,
 )
 from sqlalchemy.dialects.postgresql import BIT
+from sqlalchemy.dialects.postgresql import insert as insert_or_skip
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from models.clock import utcnow
-from models.job import Job, JobStatus
+from models.idempotency import IdempotencyKey
+from models.job import FINAL_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
 from models.settings import JobSettings
 
 #: Longest error text kept on a job row (a traceback's last line, not the whole of it).
@@ -62,8 +78,17 @@ RECONCILE_BATCH = 200
 #: different hosts.
 ORPHAN_GRACE_S = 5
 
-_FINAL = [status.value for status in JobStatus if status.is_final]
+#: Rows each purge statement expires or deletes at once: short transactions, short locks.
+PURGE_BATCH = 500
+#: Batches per purge pass at most; a backlog larger than this waits for the next pass.
+PURGE_MAX_BATCHES = 20
+
+#: The error recorded on a job stopped by a cancel request.
+CANCELLED_REASON = "cancelled on request"
+
+_FINAL = sorted(status.value for status in FINAL_STATUSES)
 _UNFINISHED = Job.status.not_in(_FINAL)
+_QUEUED = Job.status.in_([JobStatus.PENDING.value, JobStatus.RETRY.value])
 
 
 def describe(exc: BaseException) -> str:
@@ -86,6 +111,33 @@ SUBMIT = insert(Job).values(
     updated_at=bindparam("now"),
 )
 
+#: API: job :id, a new PENDING job of the same kind as job :retry_of if that one is FAILURE
+#: or CANCELLED and has not been retried yet (else no row). A new job, not the old one
+#: started again: a finished job never changes, so what a client saw of it stays true and
+#: its failure stays on record. Returns the new job's kind (sent like a submission).
+RETRY = (
+    insert_or_skip(Job)
+    .from_select(
+        ["id", "kind", "status", "attempts", "created_at", "enqueued_at", "updated_at", "retry_of"],
+        select(
+            bindparam("id", type_=Job.id.type),
+            Job.kind,
+            literal(JobStatus.PENDING.value, String),
+            literal(0),
+            bindparam("now"),
+            bindparam("now"),
+            bindparam("now"),
+            Job.id,
+        ).where(
+            Job.id == bindparam("retry_of", type_=Job.id.type),
+            Job.status.in_(sorted(status.value for status in RETRYABLE_STATUSES)),
+        ),
+    )
+    # A second retry of the same job (a client retrying its POST) makes nothing.
+    .on_conflict_do_nothing(index_elements=["retry_of"])
+    .returning(Job.kind)
+)
+
 
 def _transition(allowed: ColumnElement[bool], to: Any, **values: Any) -> Update:
     """Job :job_id to status ``to``, only from a state ``allowed`` admits; stamps updated_at."""
@@ -98,22 +150,69 @@ def _transition(allowed: ColumnElement[bool], to: Any, **values: Any) -> Update:
 
 _NOW: BindParameter[Any] = bindparam("now")
 
+_EXPIRES: BindParameter[Any] = bindparam("expires_at")
+
 #: API: the message could not be sent; FAILURE at once, so nothing waits for the job.
 FAIL_UNSENT = _transition(
     Job.status == JobStatus.PENDING.value,
     JobStatus.FAILURE.value,
     error=bindparam("error"),
     finished_at=_NOW,
+    expires_at=_EXPIRES,
 )
 
-#: Worker: take an unfinished job for one attempt (returns its kind and attempt count).
+#: API: cancel an unfinished job. Queued (PENDING, RETRY): CANCELLED at once, and its message
+#: is dropped when a worker gets it (the claim finds it finished). Running (STARTED): the
+#: request is recorded and the job stays STARTED until its worker, at its next progress
+#: report, stops and records CANCELLED (``stop``). No row: the job is missing or finished.
+CANCEL = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), _UNFINISHED)
+    .values(
+        status=case((_QUEUED, JobStatus.CANCELLED.value), else_=Job.status),
+        error=case((_QUEUED, CANCELLED_REASON), else_=Job.error),
+        finished_at=case((_QUEUED, _NOW), else_=Job.finished_at),
+        expires_at=case((_QUEUED, _EXPIRES), else_=Job.expires_at),
+        cancel_requested_at=func.coalesce(Job.cancel_requested_at, _NOW),
+        updated_at=_NOW,
+    )
+)
+
+#: Worker: take an unfinished job for one attempt (returns its kind, attempt count and
+#: whether a cancel was asked for while an earlier attempt ran). Progress starts afresh.
 CLAIM = _transition(
-    _UNFINISHED, JobStatus.STARTED.value, attempts=Job.attempts + 1, started_at=_NOW
-).returning(Job.kind, Job.attempts)
+    _UNFINISHED,
+    JobStatus.STARTED.value,
+    attempts=Job.attempts + 1,
+    started_at=_NOW,
+    stage=None,
+    progress_done=None,
+    progress_total=None,
+).returning(Job.kind, Job.attempts, Job.cancel_requested_at.is_not(None))
+
+#: Worker: the running attempt's progress; also a heartbeat (updated_at). Returns whether a
+#: cancel was asked for; no row if the job is no longer STARTED (then the work stops too).
+REPORT = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.status == JobStatus.STARTED.value)
+    .values(
+        stage=bindparam("stage"),
+        progress_done=bindparam("done"),
+        progress_total=bindparam("total"),
+        updated_at=_NOW,
+    )
+    .returning(Job.cancel_requested_at.is_not(None))
+)
 
 #: Worker: the attempt produced the job's result.
 SUCCEED = _transition(
-    _UNFINISHED, JobStatus.SUCCESS.value, result=bindparam("result"), error=None, finished_at=_NOW
+    _UNFINISHED,
+    JobStatus.SUCCESS.value,
+    result=bindparam("result"),
+    error=None,
+    finished_at=_NOW,
+    expires_at=_EXPIRES,
+    stage=None,
 )
 
 #: Worker: the attempt failed; RETRY (the broker delivers it again) or FAILURE (for good).
@@ -122,6 +221,17 @@ FAIL = _transition(
     bindparam("status"),
     error=bindparam("error"),
     finished_at=bindparam("finished_at"),
+    expires_at=bindparam("expires_at"),
+)
+
+#: Worker: the attempt stopped because a cancel was asked for; no result is written.
+STOP = _transition(
+    _UNFINISHED,
+    JobStatus.CANCELLED.value,
+    error=CANCELLED_REASON,
+    finished_at=_NOW,
+    expires_at=_EXPIRES,
+    stage=None,
 )
 
 #: A job's status, to tell why a claim found nothing to run.
@@ -148,10 +258,11 @@ def _stranded(exhausted: bool, orphans: bool) -> Select[tuple[uuid.UUID]]:
     Each part locks its rows with ``FOR UPDATE SKIP LOCKED``, so reconcilers in many
     processes never take the same job in one pass.
     """
+    # A stranded job whose cancel was asked for is finished (CANCELLED), never sent again.
     attempts = (
-        Job.attempts >= bindparam("max_attempts")
+        or_(Job.attempts >= bindparam("max_attempts"), Job.cancel_requested_at.is_not(None))
         if exhausted
-        else Job.attempts < bindparam("max_attempts")
+        else and_(Job.attempts < bindparam("max_attempts"), Job.cancel_requested_at.is_(None))
     )
     late = (
         select(Job.id)
@@ -212,13 +323,17 @@ def _abandon(orphans: bool):  # type: ignore[no-untyped-def]
         + literal(" attempts that never finished", String)
         + func.coalesce(literal("; last error: ", String) + Job.error, literal("", String))
     )
+    cancelled = Job.cancel_requested_at.is_not(None)
     return (
         update(Job)
         .where(Job.id.in_(_stranded(exhausted=True, orphans=orphans)))
         .values(
-            status=JobStatus.FAILURE.value,
-            error=func.substr(reason, 1, MAX_ERROR_LENGTH),
+            status=case((cancelled, JobStatus.CANCELLED.value), else_=JobStatus.FAILURE.value),
+            error=case(
+                (cancelled, CANCELLED_REASON), else_=func.substr(reason, 1, MAX_ERROR_LENGTH)
+            ),
             finished_at=bindparam("now"),
+            expires_at=bindparam("expires_at"),
             updated_at=bindparam("now"),
         )
         .returning(Job.id)
@@ -235,7 +350,8 @@ def _resend(orphans: bool):  # type: ignore[no-untyped-def]
 
 
 #: Reconciler: give up on stranded jobs started as often as retries allow (something kills
-#: the worker running them: out of memory, a crash loop), instead of looping forever.
+#: the worker running them: out of memory, a crash loop), instead of looping forever; and
+#: finish as CANCELLED those whose worker died after a cancel was asked for.
 ABANDON = {orphans: _abandon(orphans) for orphans in (False, True)}
 
 #: Reconciler: stamp stranded jobs as sent again (returns each one's id and kind).
@@ -249,27 +365,42 @@ class Claimed(NamedTuple):
     kind: str
     #: How many times a worker has started the job, this attempt included.
     attempts: int
+    #: A cancel was asked for while an earlier attempt ran: stop before doing anything.
+    cancel_requested: bool
 
 
 def claim(conn: Connection, job_id: uuid.UUID) -> Claimed | None:
     """STARTED for one more attempt, or None if the job is missing or finished."""
     row = conn.execute(CLAIM, {"job_id": job_id, "now": utcnow()}).one_or_none()
-    return None if row is None else Claimed(row.kind, row.attempts)
+    return None if row is None else Claimed(row[0], row[1], bool(row[2]))
 
 
 def status(conn: Connection, job_id: uuid.UUID) -> str | None:
     return conn.execute(STATUS, {"job_id": job_id}).scalar()
 
 
-def succeed(conn: Connection, job_id: uuid.UUID, result: str) -> bool:
-    """SUCCESS with ``result``; False if the job had finished meanwhile (nothing written)."""
-    done = conn.execute(SUCCEED, {"job_id": job_id, "result": result, "now": utcnow()})
+def report(conn: Connection, job_id: uuid.UUID, stage: str, done: int, total: int | None) -> bool:
+    """Record the running attempt's progress; True if it should go on (still STARTED, and
+    no cancel asked for), False if it should stop."""
+    row = conn.execute(
+        REPORT, {"job_id": job_id, "stage": stage, "done": done, "total": total, "now": utcnow()}
+    ).one_or_none()
+    return row is not None and not row[0]
+
+
+def succeed(conn: Connection, job_id: uuid.UUID, result: str, keep: timedelta) -> bool:
+    """SUCCESS with ``result``, served for ``keep``; False if the job had finished meanwhile
+    (nothing written)."""
+    now = utcnow()
+    done = conn.execute(
+        SUCCEED, {"job_id": job_id, "result": result, "now": now, "expires_at": now + keep}
+    )
     return bool(done.rowcount)
 
 
-def fail(conn: Connection, job_id: uuid.UUID, reason: str, *, final: bool) -> bool:
-    """RETRY (``final=False``) or FAILURE an unfinished job, with ``reason``; False if it had
-    already finished."""
+def fail(conn: Connection, job_id: uuid.UUID, reason: str, *, final: bool, keep: timedelta) -> bool:
+    """RETRY (``final=False``) or FAILURE an unfinished job, with ``reason`` (kept for
+    ``keep`` once final); False if it had already finished."""
     now = utcnow()
     result = conn.execute(
         FAIL,
@@ -278,10 +409,18 @@ def fail(conn: Connection, job_id: uuid.UUID, reason: str, *, final: bool) -> bo
             "status": JobStatus.FAILURE.value if final else JobStatus.RETRY.value,
             "error": reason[:MAX_ERROR_LENGTH],
             "finished_at": now if final else None,
+            "expires_at": now + keep if final else None,
             "now": now,
         },
     )
     return bool(result.rowcount)
+
+
+def stop(conn: Connection, job_id: uuid.UUID, keep: timedelta) -> bool:
+    """CANCELLED (a cancel was asked for); False if the job had already finished."""
+    now = utcnow()
+    done = conn.execute(STOP, {"job_id": job_id, "now": now, "expires_at": now + keep})
+    return bool(done.rowcount)
 
 
 class Resent(NamedTuple):
@@ -305,6 +444,7 @@ def reconcile(engine: Engine, settings: JobSettings, *, recover_all: bool = Fals
     now = utcnow()
     params = {
         "now": now,
+        "expires_at": now + settings.result_ttl,
         "max_attempts": settings.max_retries + 1,
         "pending_before": now - timedelta(seconds=0 if recover_all else settings.pending_grace_s),
         "stale_before": now - timedelta(seconds=0 if recover_all else settings.stale_after_s),
@@ -315,3 +455,70 @@ def reconcile(engine: Engine, settings: JobSettings, *, recover_all: bool = Fals
         abandoned = [row.id for row in conn.execute(ABANDON[orphans], params)]
         resent = [Resent(row.id, row.kind) for row in conn.execute(RESEND[orphans], params)]
     return Reconciled(resent=resent, abandoned=abandoned)
+
+
+# --- Retention: expire results, forget old jobs and idempotency keys -----------------------
+
+
+def _oldest(column: Any, before: str) -> Select[tuple[Any, ...]]:
+    # Bounded and SKIP LOCKED: many worker processes purge at once without waiting on each
+    # other or taking the same rows, and no pass holds locks on more than one batch.
+    return (
+        select(column)
+        .where(Job.expires_at < bindparam(before))
+        .order_by(Job.expires_at)
+        .limit(PURGE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+
+
+#: Purge: drop the results that have expired (the row stays, so the result answers 410).
+EXPIRE = (
+    update(Job)
+    .where(Job.id.in_(_oldest(Job.id, "now").where(Job.result.is_not(None))))
+    .values(result=None)
+)
+
+#: Purge: delete finished jobs whose record has outlived JOB_RECORD_TTL_S.
+FORGET = delete(Job).where(Job.id.in_(_oldest(Job.id, "forget_before")))
+
+_key_batch = (
+    select(IdempotencyKey.scope, IdempotencyKey.key)
+    .where(IdempotencyKey.expires_at < bindparam("now"))
+    .order_by(IdempotencyKey.expires_at)
+    .limit(PURGE_BATCH)
+    .with_for_update(skip_locked=True)
+)
+
+#: Purge: delete idempotency keys past their time.
+FORGET_KEYS = delete(IdempotencyKey).where(
+    tuple_(IdempotencyKey.scope, IdempotencyKey.key).in_(_key_batch)
+)
+
+
+class Purged(NamedTuple):
+    results: int
+    jobs: int
+    keys: int
+
+
+def purge(engine: Engine, settings: JobSettings) -> Purged:
+    """One retention pass: expired results dropped, old jobs and idempotency keys deleted,
+    a batch per transaction and at most PURGE_MAX_BATCHES batches of each."""
+    counts = []
+    for statement in (EXPIRE, FORGET, FORGET_KEYS):
+        total = 0
+        for _ in range(PURGE_MAX_BATCHES):
+            now = utcnow()
+            params = {
+                "now": now,
+                "forget_before": now
+                - timedelta(seconds=settings.record_ttl_s - settings.result_ttl_s),
+            }
+            with engine.begin() as conn:
+                done = conn.execute(statement, params).rowcount
+            total += done
+            if done < PURGE_BATCH:
+                break
+        counts.append(total)
+    return Purged(*counts)

@@ -25,6 +25,7 @@ import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Self, get_type_hints
 from urllib.parse import urlsplit
@@ -356,6 +357,23 @@ class JobSettings(_FromEnv):
         "API that died between commit and send)",
         60,
     )
+    result_ttl_s: int = env(
+        "JOB_RESULT_TTL_S",
+        "a finished job's result is served this long after it finishes, then 410 Gone "
+        "(default one day: the course's Celery kept results as long)",
+        86_400,
+    )
+    record_ttl_s: int = env(
+        "JOB_RECORD_TTL_S",
+        "a finished job's record (state, timings, error) is deleted this long after it "
+        "finishes (default 30 days of history; at least JOB_RESULT_TTL_S)",
+        30 * 86_400,
+    )
+    idempotency_key_ttl_s: int = env(
+        "IDEMPOTENCY_KEY_TTL_S",
+        "how long a POST's Idempotency-Key is remembered (at least one day)",
+        86_400,
+    )
     calendar_uid_domain: str = env(
         "CALENDAR_UID_DOMAIN",
         "right-hand side of every event UID (<todo id>@<domain>, RFC 5545 §3.8.4.7)",
@@ -376,6 +394,20 @@ class JobSettings(_FromEnv):
             raise ConfigError("JOB_MAX_RETRIES must not be negative")
         if self.reconcile_interval_s < 1 or self.pending_grace_s < 1:
             raise ConfigError("RECONCILE_INTERVAL_S and RECONCILE_PENDING_AFTER_S must be >= 1")
+        if not 1 <= self.result_ttl_s <= self.record_ttl_s:
+            raise ConfigError(
+                "JOB_RESULT_TTL_S must be at least 1 and at most JOB_RECORD_TTL_S (a result "
+                "cannot outlive its job's record)"
+            )
+        if self.idempotency_key_ttl_s < 86_400:
+            raise ConfigError(
+                "IDEMPOTENCY_KEY_TTL_S must be at least 86400: clients may retry a request "
+                "for up to a day (draft-ietf-httpapi-idempotency-key-header)"
+            )
+
+    @property
+    def result_ttl(self) -> timedelta:
+        return timedelta(seconds=self.result_ttl_s)
 
     @property
     def stale_after_s(self) -> float:

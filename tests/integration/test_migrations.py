@@ -25,9 +25,9 @@ def test_upgrade_head_downgrade_base_and_back_on_an_empty_database():
         env = {**os.environ, "DATABASE_URL": url}
         alembic = [sys.executable, "-m", "alembic"]
         for args, tables in (
-            (["upgrade", "head"], {"alembic_version", "jobs", "todos"}),
+            (["upgrade", "head"], {"alembic_version", "idempotency_keys", "jobs", "todos"}),
             (["downgrade", "base"], {"alembic_version"}),
-            (["upgrade", "head"], {"alembic_version", "jobs", "todos"}),
+            (["upgrade", "head"], {"alembic_version", "idempotency_keys", "jobs", "todos"}),
         ):
             done = subprocess.run(
                 alembic + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -80,7 +80,12 @@ def test_migrations_run_on_sqlite_both_ways_and_match_the_models(tmp_path):  # t
         )
         assert done.returncode == 0, done.stderr
     engine = create_engine(url, poolclass=pool.NullPool)
-    assert set(inspect(engine).get_table_names()) == {"alembic_version", "jobs", "todos"}
+    assert set(inspect(engine).get_table_names()) == {
+        "alembic_version",
+        "idempotency_keys",
+        "jobs",
+        "todos",
+    }
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
