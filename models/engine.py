@@ -57,8 +57,14 @@ def create_db_engine(
 
 
 def worker_pool_size(threads: int) -> int:
-    """Connections a worker process holds: one per worker thread plus one for its reconciler,
-    so nobody waits for one (ops/terraform budgets the database's connections with this)."""
+    """Connections a worker process holds (ops/terraform budgets the database's with this).
+
+    One per worker thread, held by its job for the whole attempt, plus one that the
+    reconciler (its passes and the retention purge) and the running jobs' progress writes
+    take turns on. Those hold it for one short transaction and never wait for another
+    connection meanwhile, so a wait for it always ends: no deadlock, whatever the threads
+    do. Progress writes come at most twice a second per running job
+    (workers.runner.PROGRESS_INTERVAL_S), a few milliseconds of a connection's time."""
     return threads + 1
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,8 +64,16 @@ class Job(Base):
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
         # The jobs list: newest first, paged by (created_at, id).
         Index("ix_jobs_created_at_id", "created_at", "id"),
-        # Retention: finished jobs in the order their results expire (models.lifecycle.purge).
+        # Retention (models.lifecycle.purge): finished jobs in the order they expire, to
+        # forget them; and those still holding a result, to drop it (a partial index: the
+        # pass reads only rows with a result left, not every expired one on every pass).
         Index("ix_jobs_expires_at", "expires_at"),
+        Index(
+            "ix_jobs_expires_at_with_result",
+            "expires_at",
+            postgresql_where=text("result IS NOT NULL"),
+            sqlite_where=text("result IS NOT NULL"),
+        ),
         # A job is retried at most once: a second retry finds the first (and answers 409).
         UniqueConstraint("retry_of"),
     )

@@ -10,10 +10,10 @@ cancel         PENDING, RETRY (queued)          CANCELLED   API
 cancel         STARTED                          unchanged   API (asks its worker to stop)
 claim          any unfinished                   STARTED     worker
 report         STARTED                          unchanged   worker (progress; reads cancel)
-succeed        any unfinished                   SUCCESS     worker
+succeed        unfinished, no cancel asked      SUCCESS     worker
 fail           any unfinished                   RETRY       worker (transient error)
 fail, final    any unfinished                   FAILURE     worker (permanent, exhausted)
-stop           any unfinished                   CANCELLED   worker (honours a cancel request)
+stop           unfinished, cancel asked         CANCELLED   worker (honours the request)
 resend         stranded, attempts left          unchanged   reconciler (sends it again)
 abandon        stranded, attempts used up       FAILURE     reconciler
 abandon        stranded, cancel requested       CANCELLED   reconciler
@@ -179,7 +179,9 @@ CANCEL = (
 )
 
 #: Worker: take an unfinished job for one attempt (returns its kind, attempt count and
-#: whether a cancel was asked for while an earlier attempt ran). Progress starts afresh.
+#: when a cancel was asked for, if one was while an earlier attempt ran). Progress starts
+#: afresh. The timestamp itself, not ``IS NOT NULL`` on it: SQLite 3.40 (the zero-setup
+#: run's) answers true to that in a RETURNING clause even for a NULL.
 CLAIM = _transition(
     _UNFINISHED,
     JobStatus.STARTED.value,
@@ -188,10 +190,11 @@ CLAIM = _transition(
     stage=None,
     progress_done=None,
     progress_total=None,
-).returning(Job.kind, Job.attempts, Job.cancel_requested_at.is_not(None))
+).returning(Job.kind, Job.attempts, Job.cancel_requested_at)
 
-#: Worker: the running attempt's progress; also a heartbeat (updated_at). Returns whether a
-#: cancel was asked for; no row if the job is no longer STARTED (then the work stops too).
+#: Worker: the running attempt's progress; also a heartbeat (updated_at). Returns when a
+#: cancel was asked for (NULL: not); no row if the job is no longer STARTED (then the work
+#: stops too).
 REPORT = (
     update(Job)
     .where(Job.id == bindparam("job_id"), Job.status == JobStatus.STARTED.value)
@@ -201,12 +204,14 @@ REPORT = (
         progress_total=bindparam("total"),
         updated_at=_NOW,
     )
-    .returning(Job.cancel_requested_at.is_not(None))
+    .returning(Job.cancel_requested_at)
 )
 
-#: Worker: the attempt produced the job's result.
+#: Worker: the attempt produced the job's result. Not once a cancel was asked for: the
+#: client was told the job is stopping, so it ends CANCELLED (``stop``) even if its work
+#: finished before its next progress write could notice the request.
 SUCCEED = _transition(
-    _UNFINISHED,
+    and_(_UNFINISHED, Job.cancel_requested_at.is_(None)),
     JobStatus.SUCCESS.value,
     result=bindparam("result"),
     error=None,
@@ -224,9 +229,10 @@ FAIL = _transition(
     expires_at=bindparam("expires_at"),
 )
 
-#: Worker: the attempt stopped because a cancel was asked for; no result is written.
+#: Worker: the attempt stopped because a cancel was asked for; no result is written. Only
+#: with a request on record: a job never ends CANCELLED that nobody cancelled.
 STOP = _transition(
-    _UNFINISHED,
+    and_(_UNFINISHED, Job.cancel_requested_at.is_not(None)),
     JobStatus.CANCELLED.value,
     error=CANCELLED_REASON,
     finished_at=_NOW,
@@ -372,7 +378,7 @@ class Claimed(NamedTuple):
 def claim(conn: Connection, job_id: uuid.UUID) -> Claimed | None:
     """STARTED for one more attempt, or None if the job is missing or finished."""
     row = conn.execute(CLAIM, {"job_id": job_id, "now": utcnow()}).one_or_none()
-    return None if row is None else Claimed(row[0], row[1], bool(row[2]))
+    return None if row is None else Claimed(row[0], row[1], row[2] is not None)
 
 
 def status(conn: Connection, job_id: uuid.UUID) -> str | None:
@@ -385,12 +391,12 @@ def report(conn: Connection, job_id: uuid.UUID, stage: str, done: int, total: in
     row = conn.execute(
         REPORT, {"job_id": job_id, "stage": stage, "done": done, "total": total, "now": utcnow()}
     ).one_or_none()
-    return row is not None and not row[0]
+    return row is not None and row[0] is None
 
 
 def succeed(conn: Connection, job_id: uuid.UUID, result: str, keep: timedelta) -> bool:
     """SUCCESS with ``result``, served for ``keep``; False if the job had finished meanwhile
-    (nothing written)."""
+    or a cancel was asked for (nothing written; then ``stop``)."""
     now = utcnow()
     done = conn.execute(
         SUCCEED, {"job_id": job_id, "result": result, "now": now, "expires_at": now + keep}
@@ -417,7 +423,7 @@ def fail(conn: Connection, job_id: uuid.UUID, reason: str, *, final: bool, keep:
 
 
 def stop(conn: Connection, job_id: uuid.UUID, keep: timedelta) -> bool:
-    """CANCELLED (a cancel was asked for); False if the job had already finished."""
+    """CANCELLED, as a cancel was asked for; False if none was or the job had finished."""
     now = utcnow()
     done = conn.execute(STOP, {"job_id": job_id, "now": now, "expires_at": now + keep})
     return bool(done.rowcount)
@@ -463,9 +469,10 @@ def reconcile(engine: Engine, settings: JobSettings, *, recover_all: bool = Fals
 def _oldest(column: Any, before: str) -> Select[tuple[Any, ...]]:
     # Bounded and SKIP LOCKED: many worker processes purge at once without waiting on each
     # other or taking the same rows, and no pass holds locks on more than one batch.
+    # Only finished jobs have an expiry; the status guard keeps it so whatever else changes.
     return (
         select(column)
-        .where(Job.expires_at < bindparam(before))
+        .where(Job.expires_at < bindparam(before), Job.status.in_(_FINAL))
         .order_by(Job.expires_at)
         .limit(PURGE_BATCH)
         .with_for_update(skip_locked=True)

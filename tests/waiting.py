@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import Engine, Row, text
 
+from models.job import FINAL_STATUSES
+
 T = TypeVar("T")
 
-#: The statuses a job ends in.
-FINAL = frozenset({"SUCCESS", "FAILURE"})
+#: The statuses a job ends in (the course status route shows CANCELLED as FAILURE).
+FINAL = frozenset(status.value for status in FINAL_STATUSES)
 
 #: The longest last-seen value a timeout message shows (a calendar can be megabytes).
 _SHOWN = 2000

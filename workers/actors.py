@@ -23,8 +23,9 @@ from workers.runner import run_job
 def render_calendar(job_id: str) -> None:
     """Run calendar job ``job_id`` (the message carries only the id, never the todos)."""
     resources = current_resources()
-    uid_domain = resources.settings.jobs.calendar_uid_domain
-    run_job(resources.engine, parse_job_id(job_id), partial(calendar_text, uid_domain=uid_domain))
+    jobs = resources.settings.jobs
+    render = partial(calendar_text, uid_domain=jobs.calendar_uid_domain)
+    run_job(resources.engine, parse_job_id(job_id), render, keep=jobs.result_ttl)
 
 
 def parse_job_id(job_id: object) -> uuid.UUID:

@@ -1,22 +1,39 @@
-"""The calendar job's work: read the todos and render them as an iCalendar."""
+"""The calendar job's work: read the todos and render them as an iCalendar.
+
+Its progress (``workers.runner.Progress``) goes through two stages:
+
+- ``reading``: querying the todos; for a large calendar, counting them (``total``) and
+  opening the cursor that streams them;
+- ``rendering``: writing the events; ``done`` of ``total`` dated todos are on the calendar.
+
+A small calendar (one page of rows) is done long before its first progress write is due, so
+it never makes one; a large one is told at every batch of FETCH_BATCH rows, which is also
+where it stops when a cancel is asked for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
+from itertools import chain
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, String, select
+from sqlalchemy import Connection, Select, String, func, select
 from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from models import Todo
 from workers.ical import CalendarTodo, write_calendar
+from workers.runner import Progress
 
 #: Rows fetched per round trip from the server-side cursor: memory stays bounded by this, and
 #: fewer would cost more round trips on large calendars (docs/BENCHMARKS.md, P3).
 FETCH_BATCH = 5000
+
+#: The stages of a calendar job's progress (see above).
+READING, RENDERING = "reading", "rendering"
 
 
 class ical_utc(FunctionElement[str]):
@@ -57,6 +74,9 @@ _DATED = (
 
 _FIRST_PAGE = _DATED.limit(FETCH_BATCH + 1)
 
+#: How many todos a large calendar holds (its progress's ``total``); an index-only scan.
+_COUNT = select(func.count()).select_from(Todo).where(Todo.deadline_at.is_not(None))
+
 
 def _psycopg2_sql(statement: Select[*tuple[Any, ...]]) -> str:
     # Compiled once, at import: compiling per job was a visible share of the worker's CPU on
@@ -67,10 +87,11 @@ def _psycopg2_sql(statement: Select[*tuple[Any, ...]]) -> str:
 
 
 _FIRST_PAGE_SQL, _DATED_SQL = _psycopg2_sql(_FIRST_PAGE), _psycopg2_sql(_DATED)
+_COUNT_SQL = _psycopg2_sql(_COUNT)
 
 
 @contextmanager
-def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
+def dated_todos(conn: Connection, progress: Progress) -> Iterator[Iterable[CalendarTodo]]:
     """The dated todos of one snapshot, for the block; ``conn`` is in autocommit mode.
 
     Most calendars are small: one plain query (one round trip) answers them. Only when that
@@ -79,10 +100,14 @@ def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
     the worker's memory bounded by FETCH_BATCH rows. The first page is then read again: a
     cursor's single statement is what gives one consistent snapshot.
 
+    ``progress`` is told the stage, the total and, at each batch, how many todos the
+    renderer has taken; it raises ``JobCancelled`` out of the block when the job is to stop.
+
     On psycopg2 the rows come straight from its cursors, as tuples: SQLAlchemy's result layer
     is measurable on large reads (docs/BENCHMARKS.md, P3), and rows need no processing here
     (the database already formatted the timestamps). Other databases go through SQLAlchemy.
     """
+    progress.update(READING)
     direct = conn.dialect.driver == "psycopg2"
     if direct:
         with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
@@ -92,29 +117,51 @@ def dated_todos(conn: Connection) -> Iterator[Iterable[CalendarTodo]]:
         first = conn.execute(_FIRST_PAGE).all()
         conn.commit()  # autocommit: ends SQLAlchemy's own bookkeeping only
     if len(first) <= FETCH_BATCH:
+        progress.update(RENDERING, done=0, total=len(first))
         # Rows unpack like CalendarTodo (same columns, same order): no per-row wrapping.
         yield cast("list[CalendarTodo]", first)
         return
     del first
-    # A transaction for the cursor, at the database's usual level (READ COMMITTED on
-    # Postgres: one statement, one snapshot).
-    conn.execution_options(isolation_level=conn.dialect.default_isolation_level)
+    # A transaction for the count and the cursor. On Postgres REPEATABLE READ, so both see
+    # one snapshot and ``done`` ends exactly at ``total``; it costs a read-only transaction
+    # nothing. SQLite's driver opens no transaction for reads: its total is the count at
+    # the time (the single-process run, where nothing else writes much).
+    postgres = conn.dialect.name == "postgresql"
+    level = "REPEATABLE READ" if postgres else conn.dialect.default_isolation_level
+    conn.execution_options(isolation_level=level)
     try:
         with conn.begin():
             if direct:
                 dbapi = conn.connection.dbapi_connection
+                with dbapi.cursor() as counter:  # type: ignore[union-attr]
+                    counter.execute(_COUNT_SQL)
+                    progress.update(READING, total=counter.fetchone()[0])
                 with dbapi.cursor(name="dated_todos") as cursor:  # type: ignore[union-attr]
-                    cursor.itersize = FETCH_BATCH
                     cursor.execute(_DATED_SQL)
-                    yield cast("Iterable[CalendarTodo]", cursor)
+                    batches = iter(partial(cursor.fetchmany, FETCH_BATCH), [])
+                    yield chain.from_iterable(_told(batches, progress))
             else:
-                rows = conn.execute(_DATED.execution_options(yield_per=FETCH_BATCH))
-                yield cast("Iterable[CalendarTodo]", rows)
+                progress.update(READING, total=conn.execute(_COUNT).scalar_one())
+                # Closed even when the rendering stops half-way (a cancel): an open SQLite
+                # statement keeps its read snapshot, and the job's next write would fail.
+                with conn.execute(_DATED.execution_options(yield_per=FETCH_BATCH)) as rows:
+                    yield chain.from_iterable(_told(rows.partitions(), progress))
     finally:
         conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def calendar_text(conn: Connection, *, uid_domain: str) -> str:
+def _told(batches: Iterable[Sequence[Any]], progress: Progress) -> Iterator[Sequence[CalendarTodo]]:
+    """The batches, with ``progress`` told before each how many todos went before it: one
+    clock read per FETCH_BATCH rows, never per row."""
+    done = 0
+    for batch in batches:
+        progress.update(RENDERING, done=done)
+        yield cast("Sequence[CalendarTodo]", batch)
+        done += len(batch)
+    progress.update(RENDERING, done=done)
+
+
+def calendar_text(conn: Connection, progress: Progress, *, uid_domain: str) -> str:
     """The work of an ``ical`` job: every dated todo as one iCalendar (RFC 5545) text."""
-    with dated_todos(conn) as todos:
+    with dated_todos(conn, progress) as todos:
         return write_calendar(todos, uid_domain=uid_domain)

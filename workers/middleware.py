@@ -109,7 +109,10 @@ class RecordExhaustedJobs(Middleware):
         attempts = message.options.get("retries", 0)
         reason = f"failed after {attempts} attempts: {describe(exception)}"
         try:
-            if mark_failed(current_resources().engine, job_id, reason):
+            resources = current_resources()
+            if mark_failed(
+                resources.engine, job_id, reason, keep=resources.settings.jobs.result_ttl
+            ):
                 log.error("job finished", outcome="failure", error=reason)
         except Exception as exc:
             # The database is down: the reconciler will find the job and settle it later.

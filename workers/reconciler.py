@@ -1,9 +1,12 @@
-"""Finds jobs that nobody will finish and sends them again (or gives up on them).
+"""Finds jobs that nobody will finish and sends them again (or gives up on them); purges
+what has outlived its retention.
 
 A job can be stranded by a lost message (a broker restart without persistence), an API that
 died between its commit and its send, or a worker that died so hard its message was lost.
 Every worker process runs a pass now and then; the transitions themselves (which jobs are
-stranded, resent or abandoned) are ``models.lifecycle.reconcile``.
+stranded, resent or abandoned) are ``models.lifecycle.reconcile``. Each pass also runs the
+retention purge (``models.lifecycle.purge``: expired results, old jobs, old idempotency
+keys), in bounded SKIP LOCKED batches, so any number of worker processes share the work.
 """
 
 from __future__ import annotations
@@ -57,14 +60,26 @@ class Reconciler:
         interval = self.settings.jobs.reconcile_interval_s
         # Jitter spreads the passes of many worker processes over the interval.
         while not self._stop.wait(interval * random.uniform(0.5, 1.5)):  # noqa: S311
-            try:
-                done = reconcile_and_send(self.engine, self.broker, self.settings)
-            except Exception as exc:
-                log.warning("reconciler pass failed", error=lifecycle.describe(exc))
-                continue
+            self.run_once()
+
+    def run_once(self) -> None:
+        """One pass: reconcile, then purge. Never raises: a failed step (the database is
+        down, say) is logged and tried again next pass; neither keeps the other from running."""
+        try:
+            done = reconcile_and_send(self.engine, self.broker, self.settings)
+        except Exception as exc:
+            log.warning("reconciler pass failed", error=lifecycle.describe(exc))
+        else:
             if done.resent or done.abandoned:
                 log.warning(
                     "reconciled stranded jobs",
                     resent=[str(job.id) for job in done.resent],
                     abandoned=[str(job_id) for job_id in done.abandoned],
                 )
+        try:
+            purged = lifecycle.purge(self.engine, self.settings.jobs)
+        except Exception as exc:
+            log.warning("retention purge failed", error=lifecycle.describe(exc))
+        else:
+            if any(purged):
+                log.info("purged expired jobs", **purged._asdict())

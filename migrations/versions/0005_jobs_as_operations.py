@@ -4,7 +4,8 @@
 - ``cancel_requested_at``: a running job's cancel request, honoured by its worker;
 - ``retry_of`` (unique): the job a retry restarts, at most one retry per job;
 - ``stage``, ``progress_done``, ``progress_total``: a running job's progress;
-- ``expires_at`` (indexed): when a finished job's result expires; retention purges by it;
+- ``expires_at`` (indexed, and partially where a result is left): when a finished job's
+  result expires; retention purges by it;
 - ``idempotency_keys``: the first response to a POST sent with an ``Idempotency-Key``;
 - on Postgres, a trigger that NOTIFYs ``taskoverflow_jobs`` with the job's id whenever its
   status, progress or cancel request changes: what ``GET /api/v1/jobs/{id}/events`` streams.
@@ -66,6 +67,14 @@ def upgrade() -> None:
         batch.create_unique_constraint("uq_jobs_retry_of", ["retry_of"])
     _replace_status_check(_NEW_STATUSES)
     op.create_index("ix_jobs_expires_at", "jobs", ["expires_at"], unique=False)
+    op.create_index(
+        "ix_jobs_expires_at_with_result",
+        "jobs",
+        ["expires_at"],
+        unique=False,
+        postgresql_where=sa.text("result IS NOT NULL"),
+        sqlite_where=sa.text("result IS NOT NULL"),
+    )
     op.create_table(
         "idempotency_keys",
         sa.Column("scope", sa.String(length=64), nullable=False),
@@ -92,6 +101,7 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION taskoverflow_notify_job()")
     op.drop_index("ix_idempotency_keys_expires_at", table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
+    op.drop_index("ix_jobs_expires_at_with_result", table_name="jobs")
     op.drop_index("ix_jobs_expires_at", table_name="jobs")
     # Cancelled jobs cannot be told apart in the old states: they become failures.
     op.execute(

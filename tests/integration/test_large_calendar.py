@@ -6,14 +6,16 @@ wrong or the todos stop being streamed.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
+from itertools import pairwise
 
 import icalendar
 from sqlalchemy import Engine
 
 from tests.integration.jobs import insert_job, insert_todos, job_row
 from workers.calendar import FETCH_BATCH, calendar_text, dated_todos
-from workers.runner import run_job
+from workers.runner import Progress, run_job
 
 TODOS = 100_000
 
@@ -23,9 +25,8 @@ def test_a_100k_todo_calendar_is_complete_and_parses(engine: Engine):
     insert_todos(engine, TODOS)
     insert_todos(engine, 7, deadline=None)  # undated: never on the calendar
     job_id = insert_job(engine)
-    assert (
-        run_job(engine, job_id, partial(calendar_text, uid_domain="taskoverflow.test")) == "success"
-    )
+    render = partial(calendar_text, uid_domain="taskoverflow.test")
+    assert run_job(engine, job_id, render, keep=timedelta(days=1)) == "success"
     row = job_row(engine, job_id)
     assert (row.status, row.attempts, row.error) == ("SUCCESS", 1, None)
     text: str = row.result
@@ -49,16 +50,30 @@ def test_a_100k_todo_calendar_is_complete_and_parses(engine: Engine):
 def test_the_todos_are_streamed_not_loaded(engine: Engine):
     """Reading 100,000 todos never holds more than FETCH_BATCH rows in the worker.
 
-    The rows come from a psycopg2 cursor; its ``rowcount`` is how many rows the client holds:
-    with a server-side cursor, the last batch fetched; with a client-side one, the whole
-    result, which libpq keeps outside Python's allocator (tracemalloc cannot see it).
+    The rows come through a server-side cursor (Postgres lists it in ``pg_cursors`` while
+    they are read), a batch of at most FETCH_BATCH rows at a time: the progress, told at
+    every batch with every write due, sees ``done`` grow by FETCH_BATCH at most.
     """
     insert_todos(engine, TODOS)
+    told: list[tuple[str, int, int | None]] = []
+
+    def report(stage: str, done: int, total: int | None) -> bool:
+        told.append((stage, done, total))
+        return True
+
     autocommit = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    with autocommit as conn, dated_todos(conn) as todos:
-        count, held = 0, 0
+    with autocommit as conn, dated_todos(conn, Progress(report, interval=0)) as todos:
+        count, cursors = 0, 0
         for count, _ in enumerate(todos, start=1):
-            if count % 1000 == 1:
-                held = max(held, todos.rowcount)  # type: ignore[attr-defined]
+            if count == FETCH_BATCH * 3:  # mid-stream: the job's own connection
+                with conn.connection.dbapi_connection.cursor() as probe:  # type: ignore[union-attr]
+                    probe.execute("SELECT count(*) FROM pg_cursors WHERE name = 'dated_todos'")
+                    (cursors,) = probe.fetchone()
     assert count == TODOS
-    assert 0 < held <= FETCH_BATCH, f"{held} rows held at once"
+    assert cursors == 1, "no server-side cursor while the todos were read"
+    rendering = [done for stage, done, total in told if stage == "rendering"]
+    assert {total for stage, _, total in told if stage == "rendering"} == {TODOS}
+    assert rendering[0] == 0
+    assert rendering[-1] == TODOS
+    steps = [later - earlier for earlier, later in pairwise(rendering)]
+    assert max(steps) <= FETCH_BATCH, f"{max(steps)} rows handed over at once"

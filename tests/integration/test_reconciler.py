@@ -11,6 +11,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, select, text
 
 from models import Job, lifecycle
+from models.clock import utcnow
 from models.engine import create_db_engine
 from models.lifecycle import ORPHAN_GRACE_S, lock_key, lock_key_sql
 from models.queue import ACTOR_BY_KIND
@@ -188,3 +189,36 @@ def test_an_orphan_is_resent_once_while_its_message_waits(engine: Engine, settin
     assert run(engine, settings)[0] == []
     age(settings.jobs.pending_grace_s)
     assert run(engine, settings)[0] == [orphan]
+
+
+def ask_to_cancel(engine: Engine, job_id: uuid.UUID) -> None:
+    """The API's cancel of a running job: only the request is recorded."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(lifecycle.CANCEL, {"job_id": job_id, "now": now, "expires_at": now})
+
+
+def test_a_stranded_job_asked_to_cancel_ends_cancelled_not_resent(
+    engine: Engine, settings: Settings
+):
+    """Its worker died after the cancel request: nobody will stop it, so the reconciler
+    finishes it CANCELLED (attempts left or not) instead of running it again."""
+    stale = settings.jobs.stale_after_s
+    stranded = insert_job(engine, status="STARTED", age_s=stale + 5, attempts=1)
+    orphan = insert_job(engine, status="STARTED", age_s=ORPHAN_GRACE_S + 1, attempts=1)
+    running = insert_job(engine, status="STARTED", age_s=1, attempts=1)
+    for job_id in (stranded, orphan, running):
+        ask_to_cancel(engine, job_id)
+    with engine.begin() as conn:  # the request itself is a change: age the rows again
+        conn.execute(
+            text("UPDATE jobs SET updated_at = created_at WHERE id IN (:a, :b)"),
+            {"a": stranded, "b": orphan},
+        )
+    sent, outcome = run(engine, settings)
+    assert sent == []
+    assert sorted(outcome.abandoned) == sorted([stranded, orphan])
+    for job_id in (stranded, orphan):
+        row = job_row(engine, job_id)
+        assert (row.status, row.error) == ("CANCELLED", lifecycle.CANCELLED_REASON)
+        assert row.expires_at is not None
+    assert job_row(engine, running).status == "STARTED"  # its worker will stop it

@@ -21,7 +21,7 @@ from tests.waiting import wait_for, wait_for_job
 from tests.workers import consuming_worker
 from workers.broker import build_worker_broker
 from workers.middleware import current_resources
-from workers.runner import run_job
+from workers.runner import Progress, run_job
 
 
 def sqs(endpoint: str):  # type: ignore[no-untyped-def]
@@ -114,10 +114,11 @@ def test_always_failing_job_ends_failure_and_its_message_in_the_dlq(
     job_id = insert_job(engine)
 
     def poison(job: str) -> None:
-        def work(conn: Connection) -> str:
+        def work(conn: Connection, progress: Progress) -> str:
             raise RuntimeError("poison job")
 
-        run_job(current_resources().engine, uuid.UUID(job), work)
+        resources = current_resources()
+        run_job(resources.engine, uuid.UUID(job), work, keep=resources.settings.jobs.result_ttl)
 
     broker = build_worker_broker(settings, threads=2, run_reconciler=False)
     dramatiq.actor(poison, broker=broker, queue_name=settings.broker.queue_name)

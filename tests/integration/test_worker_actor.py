@@ -17,7 +17,7 @@ from tests.integration.jobs import insert_job, insert_todos, job_row
 from tests.waiting import wait_for_job
 from tests.workers import redis_worker, stub_worker
 from workers.middleware import current_resources
-from workers.runner import run_job
+from workers.runner import Progress, run_job
 
 
 class ProcessedMessages(Middleware):
@@ -78,10 +78,11 @@ def test_a_job_that_always_fails_ends_failure_with_its_reason(engine: Engine, se
     job_id = insert_job(engine)
 
     def always_fails(job: str) -> None:
-        def work(conn: Connection) -> str:
+        def work(conn: Connection, progress: Progress) -> str:
             raise RuntimeError("the calendar service is on fire")
 
-        run_job(current_resources().engine, uuid.UUID(job), work)
+        resources = current_resources()
+        run_job(resources.engine, uuid.UUID(job), work, keep=resources.settings.jobs.result_ttl)
 
     with stub_worker(settings) as broker:
         dramatiq.actor(always_fails, broker=broker, queue_name="poison")
