@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 import structlog
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -31,6 +32,7 @@ from litestar.types import (
 from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
 from api.http_methods import rfc9110_methods
+from api.idempotency import IdempotencyKeys
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController, CalendarJobs
 from api.routes.health import health, ready
@@ -44,6 +46,9 @@ from models.settings import ConfigError, Settings
 
 log = structlog.get_logger("api")
 
+#: Where create_app leaves the app's IdempotencyKeys (app.state) for _http_entry.
+IDEMPOTENCY_KEYS = "idempotency_keys"
+
 
 class TaskOverflowApp(Litestar):
     """Litestar, with every HTTP request passing our outer layers before Litestar routes it:
@@ -52,7 +57,9 @@ class TaskOverflowApp(Litestar):
 
     @cached_property
     def _http_entry(self) -> ASGIApp:
-        return request_log_middleware(rfc9110_methods(self, super().__call__))
+        # Idempotency-Key on the creating POSTs (api.idempotency), set up by create_app.
+        inner = self.state[IDEMPOTENCY_KEYS].wrap(super().__call__)
+        return request_log_middleware(rfc9110_methods(self, inner))
 
     async def __call__(
         self,
@@ -116,6 +123,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         on_shutdown=[release],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.api.max_body_bytes,
+        state=State({IDEMPOTENCY_KEYS: IdempotencyKeys(db, settings)}),
         openapi_config=OpenAPIConfig(
             title="TaskOverflow",
             version="1.0.0",

@@ -12,6 +12,7 @@ from litestar.params import FromPath, QueryParameter
 from api import queries
 from api.database import Database
 from api.errors import ApiError
+from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
 from api.openapi_docs import (
     CreateTodoOperation,
     DeleteTodoOperation,
@@ -109,8 +110,9 @@ class TodoController(Controller):
         summary="Create a todo",
         status_code=201,
         description=_BODY_DOC,
-        operation_class=CreateTodoOperation,
-        responses=errors(400, 413, 415, 503),
+        # Idempotency-Key is handled in front of Litestar (api.idempotency): documented only.
+        operation_class=idempotent_operation(CreateTodoOperation),
+        responses={**errors(400, 413, 415, 503), **IDEMPOTENCY_RESPONSES},
     )
     async def create_todo(self, request: Request, db: NamedDependency[Database]) -> TodoOut:
         body = json_object_body(await request.body(), request.headers.get("content-type"))
