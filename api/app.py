@@ -117,7 +117,9 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         # What handlers use, by parameter name and type (``db: NamedDependency[Database]``).
         dependencies={
             "db": _constant(db),
-            "jobs": _constant(CalendarJobs(db, sender, settings.api.public_base_url)),
+            "jobs": _constant(
+                CalendarJobs(db, sender, settings.api.public_base_url, settings.jobs.result_ttl)
+            ),
         },
         on_startup=[size_thread_pool],
         on_shutdown=[release],

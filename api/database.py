@@ -23,11 +23,13 @@ from typing import Any, cast
 
 import asyncpg
 import sqlalchemy.exc
-from sqlalchemy import event, make_url
+from sqlalchemy import bindparam, event, make_url
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter, ClauseList, Grouping
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from models.credentials import use_password
 from models.engine import sqlite_pragmas
@@ -112,10 +114,27 @@ def create_api_engine(settings: DatabaseSettings, *, application_name: str) -> A
     return engine
 
 
+def _in_lists_bound(statement: Executable) -> Executable:
+    """``statement`` with each ``IN (<constants>)`` as one bound parameter per constant.
+
+    SQLAlchemy renders such a list as a placeholder it expands at execution time, which a
+    statement compiled once and run on the driver never gets; the lifecycle's guards
+    ("status IN the unfinished states") are written that way.
+    """
+
+    def bound(element: Any, **_: Any) -> Any:
+        if isinstance(element, BindParameter) and element.expanding and element.value:
+            return Grouping(ClauseList(*(bindparam(None, v, element.type) for v in element.value)))
+        return None
+
+    return cast(Executable, replacement_traverse(cast(ClauseElement, statement), {}, bound))
+
+
 class Query:
     """A Core statement and its asyncpg SQL (``$1``-style), compiled once at import."""
 
     def __init__(self, statement: Executable) -> None:
+        statement = _in_lists_bound(statement)
         self.statement = statement
         self._compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=_ASYNCPG))
         self.sql = self._compiled.string

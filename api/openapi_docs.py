@@ -1,4 +1,5 @@
-"""What the generated OpenAPI cannot infer: every error we answer, and the todo body.
+"""What the generated OpenAPI cannot infer: every error we answer, the todo body, and the
+links and examples of the job operations.
 
 The write handlers read their raw body (api.todo_input keeps the course's order of checks
 and messages), so Litestar sees no body type; ``TodoBodyOperation`` documents it. Every
@@ -9,12 +10,16 @@ status code a route can answer is listed, so schema-driven clients and fuzzers
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
+    Example,
+    Link,
     OpenAPIFormat,
     OpenAPIMediaType,
+    OpenAPIResponse,
     OpenAPIType,
     Operation,
     Reference,
@@ -35,8 +40,11 @@ def errors(*codes: int) -> dict[int, ResponseSpec]:
     descriptions = {
         400: "Bad input: the message says which field and why",
         404: "Not found",
+        409: "Conflict with the resource's state: the message says which state and why",
+        410: "Gone: the result has expired (finished jobs' results are kept JOB_RESULT_TTL_S)",
         413: "Request body too large",
         415: "The body is declared as something other than JSON (Content-Type)",
+        422: "Well-formed but refused: the message says why",
         503: "The database or the job queue is unreachable; retry shortly",
     }
     return {
@@ -118,3 +126,42 @@ class DeleteTodoOperation(Operation):
                     Schema(type=OpenAPIType.OBJECT, max_properties=0),
                 ]
             )
+
+
+#: Per status code: link name -> (target operationId, {target parameter: runtime expression}).
+Links = dict[str, dict[str, tuple[str, dict[str, str]]]]
+
+
+def with_links_and_examples(
+    links: Links, examples: dict[str, Any] | None = None
+) -> type[Operation]:
+    """An operation class adding OpenAPI ``links`` and JSON response ``examples`` (both per
+    status code) to what Litestar generates, which has neither.
+
+    The links say how one answer leads to the next request (a submitted job's id to reading,
+    cancelling and retrying it): clients can follow them, and schemathesis' stateful phase
+    walks them (create, read, cancel, retry) with real ids instead of random ones.
+    """
+
+    @dataclass
+    class LinkedOperation(Operation):
+        def __post_init__(self) -> None:
+            for code, named in links.items():
+                response = self._response(code)
+                response.links = {
+                    name: Link(operation_id=operation_id, parameters=dict(parameters))
+                    for name, (operation_id, parameters) in named.items()
+                }
+            for code, value in (examples or {}).items():
+                content = self._response(code).content or {}
+                media = content.get("application/json")
+                if isinstance(media, OpenAPIMediaType):
+                    media.examples = {"example": Example(value=value)}
+
+        def _response(self, code: str) -> OpenAPIResponse:
+            response = (self.responses or {}).get(code)
+            if not isinstance(response, OpenAPIResponse):
+                raise LookupError(f"{self.operation_id}: no {code} response to annotate")
+            return response
+
+    return LinkedOperation

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Uuid, bindparam, delete, insert, literal, select, tuple_, update
+from sqlalchemy.orm import aliased
 
 from api.database import Query
 from models import Job, Todo, lifecycle
@@ -68,19 +69,11 @@ def update_todo(fields: frozenset[str]) -> Query:
     )
 
 
-#: The job transitions the API makes (models.lifecycle): submit, and fail what it could not send.
-INSERT_JOB = Query(lifecycle.SUBMIT)
-FAIL_UNSENT_JOB = Query(lifecycle.FAIL_UNSENT)
-
-JOB_STATUS = Query(select(Job.status, Job.error).where(Job.id == bindparam("id")))
-
-JOB_RESULT = Query(select(Job.status, Job.result, Job.error).where(Job.id == bindparam("id")))
-
 #: Readiness: one round trip that needs a working connection (URL, TLS, password).
 DATABASE_PING = Query(select(literal(1)))
 
 
-#: In ``JobOut``'s field order, up to ``links`` (the handler adds those).
+#: In ``JobOut``'s field order as ``api.routes.jobs.job_out`` reads them (it adds the rest).
 JOB_COLUMNS = (
     Job.id,
     Job.kind,
@@ -90,9 +83,52 @@ JOB_COLUMNS = (
     Job.created_at,
     Job.started_at,
     Job.finished_at,
+    Job.expires_at,
+    Job.stage,
+    Job.progress_done,
+    Job.progress_total,
+    Job.cancel_requested_at,
+    Job.retry_of,
 )
 
+#: One job as the jobs resource shows it (also what the events stream re-reads).
 JOB_BY_ID = Query(select(*JOB_COLUMNS).where(Job.id == bindparam("id")))
+
+
+# The job transitions the API makes (models.lifecycle owns them; here they only gain the
+# columns the answer needs, so a transition and its answer are one statement).
+
+#: Submit: a new PENDING job (:id, :kind, :now).
+INSERT_JOB = Query(lifecycle.SUBMIT)
+#: Its message could not be sent: FAILURE at once (:job_id, :error, :now, :expires_at).
+FAIL_UNSENT_JOB = Query(lifecycle.FAIL_UNSENT)
+#: Cancel (:job_id, :now, :expires_at): the job after it, or no row if missing or finished.
+CANCEL_JOB = Query(lifecycle.CANCEL.returning(*JOB_COLUMNS))
+#: Retry job :retry_of as the new job :id (:now): its kind then the new job's columns, or no
+#: row if :retry_of is missing, not retryable or already retried.
+RETRY_JOB = Query(lifecycle.RETRY.returning(*JOB_COLUMNS))
+
+_retry = aliased(Job, name="retry")
+
+#: Why a retry made nothing: the job's status and the id of its retry, if it has one.
+RETRY_REFUSAL = Query(
+    select(
+        Job.status,
+        select(_retry.id).where(_retry.retry_of == Job.id).scalar_subquery(),
+    ).where(Job.id == bindparam("id"))
+)
+
+#: The course's status route: state, reason and the running attempt's progress.
+JOB_STATUS = Query(
+    select(Job.status, Job.error, Job.stage, Job.progress_done, Job.progress_total).where(
+        Job.id == bindparam("id")
+    )
+)
+
+#: The course's result route: state, result, reason and when the result expires.
+JOB_RESULT = Query(
+    select(Job.status, Job.result, Job.error, Job.expires_at).where(Job.id == bindparam("id"))
+)
 
 
 @cache

@@ -52,22 +52,56 @@ class TaskCreated(msgspec.Struct):
     task_url: str
 
 
+#: The course's five task states: all its clients know (a CANCELLED job shows as FAILURE).
+COURSE_TASK_STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE")
+#: Every job state (models.JobStatus), as the jobs resource shows them.
+JOB_STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED")
+
+# Documented as enums (Litestar reads msgspec's extra_json_schema["extra"] into the schema).
+CourseTaskState = Annotated[
+    str, msgspec.Meta(extra_json_schema={"extra": {"enum": list(COURSE_TASK_STATES)}})
+]
+JobState = Annotated[str, msgspec.Meta(extra_json_schema={"extra": {"enum": list(JOB_STATES)}})]
+
+
+class Progress(msgspec.Struct):
+    """How far the running attempt is: what it is doing, and ``done`` of ``total`` items
+    (``total`` null while the worker does not know it yet)."""
+
+    stage: str
+    done: int
+    total: int | None
+
+
 class TaskStatus(msgspec.Struct, omit_defaults=True):
+    """The course's status body. The course's clients read the first four fields; the last
+    two are extras they ignore (JSON objects are open), present only when they say more."""
+
     task_id: str
-    #: PENDING, STARTED, RETRY, SUCCESS or FAILURE
-    task_status: str
+    #: PENDING, STARTED, RETRY, SUCCESS or FAILURE: never another (a CANCELLED job is FAILURE).
+    task_status: CourseTaskState
     result_url: str
     #: Why the job is RETRY or FAILURE (absent otherwise).
     reason: str | None = None
+    #: The job's real state when task_status cannot say it (CANCELLED); absent otherwise.
+    job_status: JobState | None = None
+    #: The running attempt's progress (absent unless STARTED and reported).
+    progress: Progress | None = None
 
 
 class JobLinks(msgspec.Struct, omit_defaults=True):
     #: This job in the jobs resource.
     self: str
+    #: Its state and progress as Server-Sent Events (GET).
+    events: str
     #: The course's status URL of a calendar job.
     status: str | None = None
     #: Where the result is fetched once the job is SUCCESS.
     result: str | None = None
+    #: POST here to cancel it (only while it is unfinished).
+    cancel: str | None = None
+    #: POST here to run it again as a new job (only when FAILURE or CANCELLED).
+    retry: str | None = None
 
 
 class JobOut(msgspec.Struct):
@@ -75,11 +109,11 @@ class JobOut(msgspec.Struct):
 
     id: str
     kind: str
-    #: PENDING, STARTED, RETRY, SUCCESS or FAILURE
-    status: str
+    #: PENDING, STARTED, RETRY, SUCCESS, FAILURE or CANCELLED
+    status: JobState
     #: How many times a worker has started it.
     attempts: int
-    #: Why it is RETRY or FAILURE; null otherwise.
+    #: Why it is RETRY, FAILURE or CANCELLED; null otherwise.
     error: str | None
     created_at: NaiveUTC
     started_at: NaiveUTCOrNull
@@ -88,6 +122,15 @@ class JobOut(msgspec.Struct):
     queue_wait_ms: int | None
     #: Milliseconds from the last start to the finish; null until it finishes.
     run_ms: int | None
+    #: The running attempt's progress; null unless STARTED and reported by its worker.
+    progress: Progress | None
+    #: A cancel was asked for (a running job stops at its worker's next progress report).
+    cancel_requested: bool
+    #: The FAILURE or CANCELLED job this one retries; null for a submitted job.
+    retry_of: str | None
+    #: When the result (or the reason there is none) stops being served (410 Gone after);
+    #: null until the job is finished. The record itself is kept longer.
+    expires_at: NaiveUTCOrNull
     links: JobLinks
 
 

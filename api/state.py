@@ -8,7 +8,6 @@ import uuid
 
 import dramatiq
 
-from models import JobKind
 from models.queue import send_job
 
 
@@ -21,8 +20,9 @@ class JobSender:
         self.broker = broker
         self.queue_name = queue_name
 
-    def send_calendar_job(self, job_id: uuid.UUID) -> None:
-        send_job(self.broker, self.queue_name, JobKind.ICAL, job_id)
+    def send(self, kind: str, job_id: uuid.UUID) -> None:
+        """Send job ``job_id`` to the actor of its ``kind`` (a submission or a retry)."""
+        send_job(self.broker, self.queue_name, kind, job_id)
 
 
 class CrashAfterCommitSender(JobSender):
@@ -33,5 +33,5 @@ class CrashAfterCommitSender(JobSender):
     (tests/chaos/test_outages.py). Exit status 70 tells the test it was this crash.
     """
 
-    def send_calendar_job(self, job_id: uuid.UUID) -> None:
+    def send(self, kind: str, job_id: uuid.UUID) -> None:
         os._exit(70)

@@ -1,10 +1,17 @@
-"""/api/v1/todos/ical: submit a calendar job, poll its status, fetch its result (docs/API.md)."""
+"""/api/v1/todos/ical: submit a calendar job, poll its status, fetch its result (docs/API.md).
+
+The course's contract, exactly: its clients know five task states (PENDING, STARTED, RETRY,
+SUCCESS, FAILURE) and poll until SUCCESS or FAILURE, so a job they cannot name in those
+terms is shown as the nearest one they act on correctly (CANCELLED: FAILURE, with the real
+state in an extra field they ignore).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from litestar import Controller, Request, Response, get, post
@@ -15,8 +22,9 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from api import queries
 from api.database import Database
 from api.errors import ApiError
-from api.openapi_docs import errors
-from api.schemas import TaskCreated, TaskStatus
+from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
+from api.openapi_docs import errors, with_links_and_examples
+from api.schemas import Progress, TaskCreated, TaskStatus
 from api.state import JobSender
 from models import JobKind, JobStatus
 from models.clock import utcnow
@@ -26,10 +34,12 @@ log = structlog.get_logger("api")
 
 @dataclass(frozen=True)
 class CalendarJobs:
-    """What submitting and polling a job use: the database (the job's row), the sender (its
-    message) and the base of the URLs handed out (PUBLIC_BASE_URL, else the request's).
+    """What the job routes use: the database (the job's row), the sender (its message), the
+    base of the URLs handed out (PUBLIC_BASE_URL, else the request's) and how long a
+    finished job's result is kept (JOB_RESULT_TTL_S: the API finishes jobs too, by a
+    cancel or a failed send, and stamps their expiry).
 
-    One dependency, not three: Litestar resolves a handler's independent dependencies
+    One dependency, not four: Litestar resolves a handler's independent dependencies
     concurrently, starting a task group for every request, an overhead out of all proportion
     to a handler that runs one statement (and every client polls its job's status).
     """
@@ -37,6 +47,7 @@ class CalendarJobs:
     db: Database
     sender: JobSender
     public_base_url: str | None
+    result_ttl: timedelta
 
     def base_url(self, request: Request) -> str:
         """scheme://host[:port] of the URLs handed out."""
@@ -45,6 +56,25 @@ class CalendarJobs:
     def urls(self, request: Request, job_id: uuid.UUID) -> tuple[str, str]:
         """The job's status and result URLs."""
         return calendar_job_urls(self.base_url(request), job_id)
+
+    async def send(self, kind: str, job_id: uuid.UUID, *, unsent: str, refusal: str) -> None:
+        """Send committed job ``job_id``'s message. If the broker cannot take it, the job is
+        FAILURE with the reason ``unsent`` (nothing would ever run it, so nothing may wait
+        for it) and the request is answered 503 ``refusal``."""
+        try:
+            # Broker clients block (redis-py, boto3): send from the thread pool, not the loop.
+            await asyncio.get_running_loop().run_in_executor(None, self.sender.send, kind, job_id)
+        except Exception as exc:
+            log.warning("job queue unavailable", job_id=str(job_id), error=repr(exc))
+            now = utcnow()
+            await self.db.execute(
+                queries.FAIL_UNSENT_JOB,
+                job_id=job_id,
+                error=unsent,
+                now=now,
+                expires_at=now + self.result_ttl,
+            )
+            raise ApiError(503, refusal, {"Retry-After": "5"}) from exc
 
 
 def calendar_job_urls(base_url: str, job_id: uuid.UUID) -> tuple[str, str]:
@@ -60,16 +90,51 @@ def _job_id(task_id: str) -> uuid.UUID:
         raise ApiError(404, "Task not found") from None
 
 
+def kept_for(ttl: timedelta) -> str:
+    """A retention period in words: "1 day", "6 hours", "90 seconds"."""
+    seconds = int(ttl.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def expired(expires_at: datetime | None, now: datetime) -> bool:
+    """A finished job's result is served until ``expires_at``; unfinished jobs have none."""
+    return expires_at is not None and expires_at <= now
+
+
+#: A submission's answer, and the first steps of a stateful walk (schemathesis follows
+#: these links with the new job's id: read it, cancel it, retry it).
+_TASK_LINKS = {
+    "202": {
+        "GetJob": ("getJob", {"job_id": "$response.body#/task_id"}),
+        "CancelJob": ("cancelJob", {"job_id": "$response.body#/task_id"}),
+        "RetryJob": ("retryJob", {"job_id": "$response.body#/task_id"}),
+    }
+}
+_TASK_EXAMPLE = TaskCreated(
+    task_id="2e80aefd-6b1c-4a47-9a57-1d1e5b0b8a11",
+    task_url="http://localhost:6400/api/v1/todos/ical/2e80aefd-6b1c-4a47-9a57-1d1e5b0b8a11/status",
+)
+
+
 class CalendarJobController(Controller):
     path = "/api/v1/todos/ical"
     tags = ("calendar jobs",)
 
     @post(
         status_code=HTTP_202_ACCEPTED,
+        operation_id="submitCalendarJob",
         summary="Start a calendar export job",
         description="202 with the job's status URL (also in Location); 503 if the job queue "
         "cannot be reached (the job is then marked FAILURE, nothing waits for it).",
-        responses=errors(503),
+        responses={**errors(400, 503), **IDEMPOTENCY_RESPONSES},
+        # Idempotency-Key is handled in front of Litestar (api.idempotency): documented only.
+        operation_class=idempotent_operation(
+            with_links_and_examples(_TASK_LINKS, {"202": _TASK_EXAMPLE})
+        ),
     )
     async def submit(
         self, request: Request, jobs: NamedDependency[CalendarJobs]
@@ -78,24 +143,13 @@ class CalendarJobController(Controller):
         # Committed first (the insert is its own transaction): a worker that receives the
         # message must find the row.
         await jobs.db.execute(queries.INSERT_JOB, id=job_id, kind=JobKind.ICAL.value, now=utcnow())
-        try:
-            # Broker clients block (redis-py, boto3): send from the thread pool, not the loop.
-            await asyncio.get_running_loop().run_in_executor(
-                None, jobs.sender.send_calendar_job, job_id
-            )
-        except Exception as exc:
-            log.warning("job queue unavailable", job_id=str(job_id), error=repr(exc))
-            await jobs.db.execute(
-                queries.FAIL_UNSENT_JOB,
-                job_id=job_id,
-                error="the job queue could not be reached when the job was submitted",
-                now=utcnow(),
-            )
-            raise ApiError(
-                503,
-                "job queue unavailable: the calendar job could not be queued, try again shortly",
-                {"Retry-After": "5"},
-            ) from exc
+        await jobs.send(
+            JobKind.ICAL,
+            job_id,
+            unsent="the job queue could not be reached when the job was submitted",
+            refusal="job queue unavailable: the calendar job could not be queued, "
+            "try again shortly",
+        )
         status_url, _ = jobs.urls(request, job_id)
         return Response(
             TaskCreated(task_id=str(job_id), task_url=status_url),
@@ -103,7 +157,15 @@ class CalendarJobController(Controller):
             headers={"Location": status_url},
         )
 
-    @get("/{task_id:str}/status", summary="A calendar job's state", responses=errors(404, 503))
+    @get(
+        "/{task_id:str}/status",
+        operation_id="getCalendarJobStatus",
+        summary="A calendar job's state",
+        description="task_status is one of the course's five states; a CANCELLED job is "
+        "FAILURE (reason: cancelled on request) with job_status CANCELLED. While it runs, "
+        "progress says how far it is.",
+        responses=errors(404, 503),
+    )
     async def status(
         self, request: Request, task_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
     ) -> TaskStatus:
@@ -111,26 +173,49 @@ class CalendarJobController(Controller):
         row = await jobs.db.fetch_one(queries.JOB_STATUS, id=job_id)
         if row is None:
             raise ApiError(404, "Task not found")
-        status, error = row
+        status, error, stage, done, total = row
         _, result_url = jobs.urls(request, job_id)
-        reason = error if status in (JobStatus.RETRY, JobStatus.FAILURE) else None
+        # The course's clients poll until SUCCESS or FAILURE: a sixth state would have them
+        # poll forever, so a cancelled job is a failure to them, with the reason saying why.
+        cancelled = status == JobStatus.CANCELLED
+        task_status = JobStatus.FAILURE.value if cancelled else status
+        reason = error if task_status in (JobStatus.RETRY, JobStatus.FAILURE) else None
+        running = status == JobStatus.STARTED and stage is not None
         return TaskStatus(
-            task_id=str(job_id), task_status=status, result_url=result_url, reason=reason
+            task_id=str(job_id),
+            task_status=task_status,
+            result_url=result_url,
+            reason=reason,
+            job_status=status if cancelled else None,
+            progress=Progress(stage, done or 0, total) if running else None,
         )
 
     @get(
         "/{task_id:str}/result",
+        operation_id="getCalendarJobResult",
         summary="A finished calendar job's iCalendar text",
+        description="404 until the job is SUCCESS (or for good after FAILURE); 410 once a "
+        "finished job's result has expired (JOB_RESULT_TTL_S after it finished).",
         media_type="text/calendar",
-        responses=errors(404, 503),
+        responses=errors(404, 410, 503),
     )
-    async def result(self, task_id: FromPath[str], db: NamedDependency[Database]) -> Response[str]:
+    async def result(
+        self, task_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+    ) -> Response[str]:
         job_id = _job_id(task_id)
-        row = await db.fetch_one(queries.JOB_RESULT, id=job_id)
+        row = await jobs.db.fetch_one(queries.JOB_RESULT, id=job_id)
         if row is None:
             raise ApiError(404, "Task not found")
-        status, result, error = row
-        if status == JobStatus.FAILURE:
+        status, result, error, expires_at = row
+        if expired(expires_at, utcnow()):
+            # Every finished job: its outcome (result, or the reason there is none) is kept
+            # for the same time; the record (GET /api/v1/jobs/{id}) outlives it.
+            raise ApiError(
+                410,
+                f"Task result expired at {expires_at.isoformat()}; results are kept for "
+                f"{kept_for(jobs.result_ttl)} after the task finishes: start a new export",
+            )
+        if status in (JobStatus.FAILURE, JobStatus.CANCELLED):
             # Not "not finished": the job is over and will never have a result.
             raise ApiError(404, f"Task failed: {error or 'no reason recorded'}")
         if status != JobStatus.SUCCESS:

@@ -1,7 +1,9 @@
-"""/api/v1/jobs: every job of every kind, listed and read (docs/API.md).
+"""/api/v1/jobs: every job of every kind, listed, read, cancelled and retried (docs/API.md).
 
 The course's routes (/api/v1/todos/ical/...) stay as they are; this resource shows the same
-rows with what those routes leave out: timestamps, attempts, queue wait and run time.
+rows with what those routes leave out (timestamps, attempts, queue wait and run time,
+progress, retention) and the operations they lack: cancel and retry. Each operation is one
+lifecycle statement (models.lifecycle); a refusal costs one more read, to say why.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get
+import msgspec
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIType
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from api import queries
 from api.errors import ApiError
@@ -23,10 +28,12 @@ from api.job_list import (
     encode_page_token,
     parse_job_filters,
 )
-from api.openapi_docs import errors
+from api.openapi_docs import errors, with_links_and_examples
 from api.routes.calendar_jobs import CalendarJobs, calendar_job_urls
-from api.schemas import JobLinks, JobOut, JobPage
+from api.schemas import JobLinks, JobOut, JobPage, Progress
 from models import JobKind, JobStatus
+from models.clock import utcnow
+from models.job import RETRYABLE_STATUSES
 
 #: Seconds a client should wait before asking again about an unfinished job.
 POLL_AFTER_S = "1"
@@ -37,14 +44,40 @@ def _ms(start: datetime | None, end: datetime | None) -> int | None:
 
 
 def job_out(row: Any, base_url: str) -> JobOut:
-    """A ``JOB_COLUMNS`` row as the resource shows it."""
-    job_id, kind, status, attempts, error, created_at, started_at, finished_at = row
+    """A ``queries.JOB_COLUMNS`` row as the resource shows it."""
+    (
+        job_id,
+        kind,
+        status,
+        attempts,
+        error,
+        created_at,
+        started_at,
+        finished_at,
+        expires_at,
+        stage,
+        done,
+        total,
+        cancel_requested_at,
+        retry_of,
+    ) = row
+    state = JobStatus(status)
     own = f"{base_url}/api/v1/jobs/{job_id}"
-    if kind == JobKind.ICAL:
-        status_url, result_url = calendar_job_urls(base_url, job_id)
-        links = JobLinks(self=own, status=status_url, result=result_url)
-    else:
-        links = JobLinks(self=own)
+    status_url, result_url = (
+        calendar_job_urls(base_url, job_id) if kind == JobKind.ICAL else (None, None)
+    )
+    links = JobLinks(
+        self=own,
+        events=f"{own}/events",
+        status=status_url,
+        result=result_url,
+        # Only what the job's state allows: a client can offer exactly the links it finds.
+        cancel=None if state.is_final else f"{own}/cancel",
+        retry=f"{own}/retry" if state in RETRYABLE_STATUSES else None,
+    )
+    # Progress belongs to the running attempt: a RETRY or finished job's last report would
+    # describe work that is no longer going on.
+    running = state == JobStatus.STARTED and stage is not None
     return JobOut(
         id=str(job_id),
         kind=kind,
@@ -56,8 +89,81 @@ def job_out(row: Any, base_url: str) -> JobOut:
         finished_at=finished_at,
         queue_wait_ms=_ms(created_at, started_at),
         run_ms=_ms(started_at, finished_at),
+        progress=Progress(stage, done or 0, total) if running else None,
+        cancel_requested=cancel_requested_at is not None,
+        retry_of=None if retry_of is None else str(retry_of),
+        expires_at=expires_at,
         links=links,
     )
+
+
+def _parse(job_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise ApiError(404, "Job not found") from None
+
+
+_EXAMPLE_ID = uuid.UUID("2e80aefd-6b1c-4a47-9a57-1d1e5b0b8a11")
+_EXAMPLE_BASE = "http://localhost:6400"
+
+
+def _example(**changes: Any) -> JobOut:
+    """A JobOut as the API would show it (built by ``job_out``, so it is always right).
+
+    Kept a struct, not a dict: Litestar drops None from the dicts it writes into the schema,
+    which would leave out the nulls that every JobOut has (msgspec encodes the struct)."""
+    row: dict[str, Any] = {
+        "id": _EXAMPLE_ID,
+        "kind": "ical",
+        "status": "SUCCESS",
+        "attempts": 1,
+        "error": None,
+        "created_at": datetime(2026, 11, 29, 10, 0, 0, 120000),
+        "started_at": datetime(2026, 11, 29, 10, 0, 0, 151000),
+        "finished_at": datetime(2026, 11, 29, 10, 0, 0, 163000),
+        "expires_at": datetime(2026, 11, 30, 10, 0, 0, 163000),
+        "stage": None,
+        "progress_done": None,
+        "progress_total": None,
+        "cancel_requested_at": None,
+        "retry_of": None,
+        **changes,
+    }
+    return job_out(tuple(row[column.key] for column in queries.JOB_COLUMNS), _EXAMPLE_BASE)
+
+
+_RUNNING = _example(
+    status="STARTED",
+    finished_at=None,
+    expires_at=None,
+    stage="rendering",
+    progress_done=1200,
+    progress_total=5000,
+)
+_CANCELLING = msgspec.structs.replace(_RUNNING, cancel_requested=True)
+_CANCELLED = _example(
+    status="CANCELLED",
+    attempts=0,
+    error="cancelled on request",
+    started_at=None,
+    cancel_requested_at=datetime(2026, 11, 29, 10, 0, 0, 163000),
+)
+_RETRY = _example(
+    id=uuid.UUID("7c1f0b5e-3d2a-4e8b-b8f4-0a9e6c2d4f11"),
+    status="PENDING",
+    attempts=0,
+    started_at=None,
+    finished_at=None,
+    expires_at=None,
+    retry_of=_EXAMPLE_ID,
+)
+
+# Where a job's answer leads (OpenAPI links, followed by schemathesis' stateful phase).
+_BY_ID = {"job_id": "$response.body#/id"}
+_CANCEL_OR_RETRY = {"CancelJob": ("cancelJob", _BY_ID), "RetryJob": ("retryJob", _BY_ID)}
+_READ_OR_RETRY = {"GetJob": ("getJob", _BY_ID), "RetryJob": ("retryJob", _BY_ID)}
+_READ_OR_CANCEL = {"GetJob": ("getJob", _BY_ID), "CancelJob": ("cancelJob", _BY_ID)}
 
 
 def _text_query(description: str, **schema: Any) -> Any:
@@ -72,7 +178,14 @@ class JobController(Controller):
     path = "/api/v1/jobs"
     tags = ("jobs",)
 
-    @get(summary="List jobs, newest first, a page at a time", responses=errors(400, 503))
+    @get(
+        operation_id="listJobs",
+        summary="List jobs, newest first, a page at a time",
+        responses=errors(400, 503),
+        operation_class=with_links_and_examples(
+            {}, {"200": JobPage(jobs=[_RUNNING, _example()], next_page_token=None)}
+        ),
+    )
     async def list_jobs(
         self,
         request: Request,
@@ -135,19 +248,116 @@ class JobController(Controller):
 
     @get(
         "/{job_id:str}",
-        summary="One job: state, timing, attempts, links",
+        operation_id="getJob",
+        summary="One job: state, progress, timing, attempts, links",
+        description="Answers for as long as the job's record is kept (JOB_RECORD_TTL_S after "
+        "it finished), also after its result has expired (expires_at).",
         responses=errors(404, 503),
+        operation_class=with_links_and_examples({"200": _CANCEL_OR_RETRY}, {"200": _RUNNING}),
     )
     async def get_job(
         self, request: Request, job_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
     ) -> Response[JobOut]:
-        try:
-            parsed = uuid.UUID(job_id)
-        except ValueError:
-            raise ApiError(404, "Job not found") from None
-        row = await jobs.db.fetch_one(queries.JOB_BY_ID, id=parsed)
+        row = await jobs.db.fetch_one(queries.JOB_BY_ID, id=_parse(job_id))
         if row is None:
             raise ApiError(404, "Job not found")
         job = job_out(row, jobs.base_url(request))
         final = JobStatus(job.status).is_final
         return Response(job, headers={} if final else {"Retry-After": POLL_AFTER_S})
+
+    @post(
+        "/{job_id:str}/cancel",
+        status_code=HTTP_200_OK,
+        operation_id="cancelJob",
+        summary="Cancel a job",
+        description="Queued (PENDING, RETRY): 200, the job now CANCELLED. Running (STARTED): "
+        "202, the job with cancel_requested true; its worker stops at its next progress "
+        "report and the job becomes CANCELLED (poll Location). Finished: 409.",
+        responses={
+            202: ResponseSpec(
+                data_container=JobOut,
+                description="Running: the cancel is asked for; the job stops shortly",
+                generate_examples=False,
+                examples=[Example(value=_CANCELLING)],
+            ),
+            **errors(404, 409, 503),
+        },
+        operation_class=with_links_and_examples(
+            {"200": _READ_OR_RETRY, "202": _READ_OR_RETRY}, {"200": _CANCELLED}
+        ),
+    )
+    async def cancel_job(
+        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+    ) -> Response[JobOut]:
+        parsed = _parse(job_id)
+        now = utcnow()
+        row = await jobs.db.execute(
+            queries.CANCEL_JOB, job_id=parsed, now=now, expires_at=now + jobs.result_ttl
+        )
+        if row is None:
+            # Nothing changed: read only to say why (missing, or finished meanwhile).
+            current = await jobs.db.fetch_one(queries.JOB_BY_ID, id=parsed)
+            if current is None:
+                raise ApiError(404, "Job not found")
+            status = current[2]
+            raise ApiError(409, f"job is already {status}: only an unfinished job can be cancelled")
+        job = job_out(row, jobs.base_url(request))
+        if JobStatus(job.status).is_final:
+            return Response(job)  # it was queued: cancelled, no worker involved
+        # Running: the worker decides when it stops; poll the job until it is CANCELLED.
+        return Response(
+            job,
+            status_code=HTTP_202_ACCEPTED,
+            headers={"Location": job.links.self, "Retry-After": POLL_AFTER_S},
+        )
+
+    @post(
+        "/{job_id:str}/retry",
+        status_code=HTTP_202_ACCEPTED,
+        operation_id="retryJob",
+        summary="Run a FAILURE or CANCELLED job again, as a new job",
+        description="202, the new job (PENDING, retry_of naming this one; also in Location). "
+        "The job itself stays as it was: finished jobs never change. 409 unless the job is "
+        "FAILURE or CANCELLED, or when it was already retried (Location: that retry). 503 if "
+        "the job queue cannot be reached (the new job is then FAILURE).",
+        responses=errors(404, 409, 503),
+        operation_class=with_links_and_examples({"202": _READ_OR_CANCEL}, {"202": _RETRY}),
+    )
+    async def retry_job(
+        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+    ) -> Response[JobOut]:
+        parsed = _parse(job_id)
+        new_id = uuid.uuid4()
+        # A new job, committed before its message is sent (as a submission is): a worker
+        # that receives the message must find the row.
+        row = await jobs.db.execute(queries.RETRY_JOB, id=new_id, retry_of=parsed, now=utcnow())
+        if row is None:
+            raise await _retry_refused(jobs, request, parsed)
+        kind, *columns = row
+        await jobs.send(
+            kind,
+            new_id,
+            unsent="the job queue could not be reached when the job was retried",
+            refusal=f"job queue unavailable: the retry (job {new_id}) could not be queued and "
+            "is recorded as FAILURE; retry that job shortly",
+        )
+        job = job_out(columns, jobs.base_url(request))
+        return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.links.self})
+
+
+async def _retry_refused(jobs: CalendarJobs, request: Request, job_id: uuid.UUID) -> ApiError:
+    """Why job ``job_id`` made no retry: missing (404), not retryable or retried (409)."""
+    row = await jobs.db.fetch_one(queries.RETRY_REFUSAL, id=job_id)
+    if row is None:
+        return ApiError(404, "Job not found")
+    status, retry_id = row
+    if JobStatus(status) not in RETRYABLE_STATUSES:
+        return ApiError(409, f"job is {status}: only a FAILURE or CANCELLED job can be retried")
+    if retry_id is None:  # cannot happen: a retryable job makes a retry unless it has one
+        return ApiError(409, "job could not be retried, try again")
+    retry_url = f"{jobs.base_url(request)}/api/v1/jobs/{retry_id}"
+    return ApiError(
+        409,
+        f"job was already retried as job {retry_id}: retry that one if it failed too",
+        {"Location": retry_url},
+    )

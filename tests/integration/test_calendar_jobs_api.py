@@ -107,3 +107,17 @@ def test_public_base_url_names_the_job_urls(database_url: str, engine: Engine):
     base = f"https://todos.example.org/api/v1/todos/ical/{job_id}"
     assert response.json()["task_url"] == response.headers["location"] == f"{base}/status"
     assert status["result_url"] == f"{base}/result"
+
+
+def test_the_documented_task_states_are_the_course_s_five(client: TestClient):
+    """The schema promises the course's clients exactly the states they know (a cancelled
+    job is shown as FAILURE), and schemathesis holds every answer to it."""
+    schema = client.get("/schema/openapi.json").json()["components"]["schemas"]["TaskStatus"]
+    assert schema["properties"]["task_status"]["enum"] == [
+        "PENDING",
+        "STARTED",
+        "RETRY",
+        "SUCCESS",
+        "FAILURE",
+    ]
+    assert schema["required"] == ["result_url", "task_id", "task_status"]
