@@ -33,9 +33,11 @@ from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
 from api.http_methods import rfc9110_methods
 from api.idempotency import IdempotencyKeys
+from api.job_events import JobEvents
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController, CalendarJobs
 from api.routes.health import health, ready
+from api.routes.job_events import job_events
 from api.routes.jobs import JobController
 from api.routes.page import page_routes
 from api.routes.todos import TodoController
@@ -92,6 +94,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
     sender_class = CrashAfterCommitSender if crash else JobSender
     sender = sender_class(broker or build_broker(settings.broker), settings.broker.queue_name)
     db = Database(engine)
+    events = JobEvents(engine)  # job change notifications for the events streams
 
     def size_thread_pool() -> None:
         # Handlers are async; the threads only make broker sends (blocking clients). Sized
@@ -102,6 +105,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         log.info("api ready", db_connections=settings.database.pool_size)
 
     async def release() -> None:
+        await events.close()
         await engine.dispose()
         sender.broker.close()
 
@@ -112,6 +116,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             TodoController,
             CalendarJobController,
             JobController,
+            job_events,
             *page_routes(),
         ],
         # What handlers use, by parameter name and type (``db: NamedDependency[Database]``).
@@ -120,8 +125,9 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             "jobs": _constant(
                 CalendarJobs(db, sender, settings.api.public_base_url, settings.jobs.result_ttl)
             ),
+            "events": _constant(events),
         },
-        on_startup=[size_thread_pool],
+        on_startup=[size_thread_pool, events.end_streams_on_signals],
         on_shutdown=[release],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.api.max_body_bytes,

@@ -20,7 +20,7 @@ from typing import cast
 
 from litestar import Litestar
 from litestar.routes import HTTPRoute
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 
 def allow_header(methods: Iterable[str]) -> str:
@@ -44,15 +44,32 @@ def rfc9110_methods(app: Litestar, inner: ASGIApp) -> ASGIApp:
         return allow_by_template.get(template)
 
     async def head_as_get(scope: HTTPScope, receive: Receive, send: Send) -> None:
+        answered = False
+
+        async def end() -> None:
+            nonlocal answered
+            answered = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
         async def send_header_section_only(message: Message) -> None:
+            if answered:
+                return
             if message["type"] == "http.response.start":
                 await send(message)
+                if not any(name.lower() == b"content-length" for name, _ in message["headers"]):
+                    # A stream (a job's events): its header section is the whole answer, now,
+                    # not when the stream would end (a job that never finishes, never).
+                    await end()
             elif not message.get("more_body", False):
                 # The last body message (or a file send) ends the answer, with no content.
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await end()
+
+        async def receive_until_answered() -> ReceiveMessage:
+            # Once answered, the client has what it asked for: a stream stops as if it left.
+            return {"type": "http.disconnect"} if answered else await receive()
 
         # A copy: the access log around us still sees the method the client sent.
-        await inner({**scope, "method": "GET"}, receive, send_header_section_only)
+        await inner({**scope, "method": "GET"}, receive_until_answered, send_header_section_only)
 
     async def options_with_full_allow(scope: HTTPScope, receive: Receive, send: Send) -> None:
         async def send_with_allow(message: Message) -> None:

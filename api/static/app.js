@@ -146,6 +146,98 @@ $("create-form").addEventListener("submit", async (event) => {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// A job stays in one of these for good.
+const FINAL = ["SUCCESS", "FAILURE", "CANCELLED"];
+
+// Thrown when a job's events stream cannot be had: the page polls the job instead.
+class StreamUnavailable extends Error {}
+
+// A job's state as the page shows it, from the jobs resource (the events stream's data).
+function fromJob(job) {
+  return { status: job.status, reason: job.error, progress: job.progress, resultUrl: job.links.result };
+}
+
+// Follow a job through its events stream (GET /api/v1/jobs/{id}/events), which pushes each
+// change of its state and progress, until it is final. Rejects with StreamUnavailable when
+// there is no stream to be had: an error before its first event (a proxy that buffers or
+// blocks streams), or the browser giving up reconnecting. A stream cut later is reconnected
+// by the browser itself, and the new stream opens with the job's state as it is then.
+function streamJob(jobId, onState) {
+  return new Promise((resolve, reject) => {
+    const source = new EventSource(API + "/jobs/" + encodeURIComponent(jobId) + "/events");
+    let heard = false;
+    const onEvent = (event) => {
+      heard = true;
+      const state = fromJob(JSON.parse(event.data));
+      onState(state);
+      if (FINAL.includes(state.status)) {
+        source.close(); // before the server ends it: else the browser would reconnect
+        resolve(state);
+      }
+    };
+    source.addEventListener("status", onEvent);
+    source.addEventListener("progress", onEvent);
+    source.addEventListener("error", () => {
+      if (!heard || source.readyState === EventSource.CLOSED) {
+        source.close();
+        reject(new StreamUnavailable("no events stream"));
+      }
+    });
+  });
+}
+
+// Follow a job by asking the course's status URL every 400 ms until it is final.
+async function pollJob(taskUrl, onState) {
+  for (;;) {
+    const body = await call("GET", new URL(taskUrl).pathname.slice(API.length));
+    const state = {
+      status: body.job_status || body.task_status, // job_status: what task_status cannot say
+      reason: body.reason,
+      progress: body.progress,
+      resultUrl: body.result_url,
+    };
+    onState(state);
+    if (FINAL.includes(state.status)) return state;
+    await sleep(400);
+  }
+}
+
+async function followJob(task, onState) {
+  if (typeof EventSource === "function") {
+    try {
+      return await streamJob(task.task_id, onState);
+    } catch (err) {
+      if (!(err instanceof StreamUnavailable)) throw err;
+    }
+  }
+  return pollJob(task.task_url, onState);
+}
+
+// "rendering: 1,200 of 300,000" (the total is unknown at first).
+function describeProgress(progress) {
+  const done = progress.done.toLocaleString();
+  const total = progress.total === null ? "" : " of " + progress.total.toLocaleString();
+  return progress.stage + ": " + done + total;
+}
+
+function showExport(state) {
+  const status = $("export-status");
+  status.className = state.status;
+  status.textContent = "Export " + state.status + (state.reason ? ": " + state.reason : "");
+  const bar = $("export-progress");
+  const detail = $("export-progress-text");
+  const running = state.status === "STARTED" && Boolean(state.progress);
+  bar.hidden = detail.hidden = !running;
+  if (!running) return;
+  detail.textContent = describeProgress(state.progress);
+  if (state.progress.total) {
+    bar.max = state.progress.total;
+    bar.value = state.progress.done;
+  } else {
+    bar.removeAttribute("value"); // indeterminate until the total is known
+  }
+}
+
 $("export").addEventListener("click", async () => {
   clearError();
   const button = $("export");
@@ -155,22 +247,16 @@ $("export").addEventListener("click", async () => {
   download.hidden = true;
   status.className = "";
   try {
-    const job = await call("POST", "/todos/ical");
-    for (;;) {
-      const state = await call("GET", new URL(job.task_url).pathname.slice(API.length));
-      status.className = state.task_status;
-      status.textContent = "Export " + state.task_status + (state.reason ? ": " + state.reason : "");
-      if (state.task_status === "SUCCESS") {
-        download.href = state.result_url;
-        download.hidden = false;
-        download.focus();
-        break;
-      }
-      if (state.task_status === "FAILURE") break;
-      await sleep(400);
+    const task = await call("POST", "/todos/ical");
+    const state = await followJob(task, showExport);
+    if (state.status === "SUCCESS") {
+      download.href = state.resultUrl;
+      download.hidden = false;
+      download.focus();
     }
   } catch (err) {
     status.textContent = "";
+    $("export-progress").hidden = $("export-progress-text").hidden = true;
     showError("Calendar export failed: " + err.message);
   } finally {
     button.disabled = false;
