@@ -44,6 +44,10 @@ log = structlog.get_logger("api")
 #: The channel migration 0005's trigger notifies; the payload is the job's id.
 CHANNEL = "taskoverflow_jobs"
 
+#: Database connections an API process holds besides its pool: the one it LISTENs on
+#: (ops/terraform budgets the database's connections with it).
+LISTEN_CONNECTIONS = 1
+
 #: With NOTIFY: seconds between re-reads of a job nobody announced a change of.
 RECHECK_S = 5.0
 #: Without NOTIFY: seconds between re-reads of a job (its progress is written at most every

@@ -94,11 +94,12 @@ locals {
   db_max_connections = max(0, min(5000, floor((lookup(local.db_memory_gib, var.db_instance_class, 0) * 1024 - 300) * 1048576 / 9531392)))
 
   # Per process, from the code: the API's pool is DB_POOL_SIZE with no overflow
-  # (api/database.py); a worker process holds DRAMATIQ_THREADS + 1 (its reconciler) connections
+  # (api/database.py), plus the one connection its job events LISTEN on (api/job_events.py);
+  # a worker process holds DRAMATIQ_THREADS + 1 (its reconciler) connections
   # (models/engine.py worker_pool_size). One more for a migration task.
   db_connections = {
     needed = (
-      var.api_desired_count * var.api_db_pool_size
+      var.api_desired_count * (var.api_db_pool_size + 1)
       + var.worker_max_count * (var.worker_threads + 1)
       + 1
     )

@@ -190,7 +190,7 @@ variable "db_instance_class" {
 variable "db_connection_reserve" {
   description = "Database connections kept free at full scale for people and tools (psql, the RDS console, monitoring) besides the superuser slots RDS reserves."
   type        = number
-  default     = 10
+  default     = 8
 }
 
 variable "db_storage_type" {

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from api.job_events import LISTEN_CONNECTIONS
 from models.engine import worker_pool_size
 from models.settings import Settings
 from tests.deployment import task_definitions
@@ -244,7 +245,9 @@ def connections_at_full_scale(variables: dict[str, Any]) -> tuple[int, int]:
     api_env = {e["name"]: e["value"] for e in tasks["api"]["environment"]}
     worker_env = {e["name"]: e["value"] for e in tasks["worker"]["environment"]}
     api_settings = Settings.from_env({**api_env, "TASKOVERFLOW_ENV": "production"})
-    per_api_task = int(api_env["UVICORN_WORKERS"]) * api_settings.database.pool_size
+    per_api_task = int(api_env["UVICORN_WORKERS"]) * (
+        api_settings.database.pool_size + LISTEN_CONNECTIONS
+    )
     per_worker_task = int(worker_env["WORKER_PROCESSES"]) * worker_pool_size(
         int(worker_env["DRAMATIQ_THREADS"])
     )
@@ -267,9 +270,10 @@ def test_8_every_task_at_full_scale_gets_its_database_connections():
 
 
 def test_8_the_old_defaults_did_not_fit():
-    """10 worker tasks x (8 threads + 1) + 2 API tasks x 10 + 1 = 111 on a db.t4g.micro."""
+    """10 worker tasks x (8 threads + 1) + 2 API tasks x (10 + 1 listening) + 1 = 113 on a
+    db.t4g.micro."""
     needed, available = connections_at_full_scale({"worker_max_count": 10, "api_db_pool_size": 10})
-    assert needed == 111
+    assert needed == 113
     assert needed > available
 
 
