@@ -112,6 +112,7 @@ _TASK_LINKS = {
         "GetJob": ("getJob", {"job_id": "$response.body#/task_id"}),
         "CancelJob": ("cancelJob", {"job_id": "$response.body#/task_id"}),
         "RetryJob": ("retryJob", {"job_id": "$response.body#/task_id"}),
+        "ListJobs": ("listJobs", {}),
     }
 }
 _TASK_EXAMPLE = TaskCreated(

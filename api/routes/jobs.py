@@ -164,6 +164,13 @@ _BY_ID = {"job_id": "$response.body#/id"}
 _CANCEL_OR_RETRY = {"CancelJob": ("cancelJob", _BY_ID), "RetryJob": ("retryJob", _BY_ID)}
 _READ_OR_RETRY = {"GetJob": ("getJob", _BY_ID), "RetryJob": ("retryJob", _BY_ID)}
 _READ_OR_CANCEL = {"GetJob": ("getJob", _BY_ID), "CancelJob": ("cancelJob", _BY_ID)}
+#: From a page to its newest job: read, cancel or retry it.
+_FIRST = {"job_id": "$response.body#/jobs/0/id"}
+_FROM_PAGE = {
+    "GetFirstJob": ("getJob", _FIRST),
+    "CancelFirstJob": ("cancelJob", _FIRST),
+    "RetryFirstJob": ("retryJob", _FIRST),
+}
 
 
 def _text_query(description: str, **schema: Any) -> Any:
@@ -183,7 +190,8 @@ class JobController(Controller):
         summary="List jobs, newest first, a page at a time",
         responses=errors(400, 503),
         operation_class=with_links_and_examples(
-            {}, {"200": JobPage(jobs=[_RUNNING, _example()], next_page_token=None)}
+            {"200": _FROM_PAGE},
+            {"200": JobPage(jobs=[_RUNNING, _example()], next_page_token=None)},
         ),
     )
     async def list_jobs(
