@@ -149,6 +149,25 @@ def start_worker(env: Mapping[str, str], *, processes: int = 1, threads: int = 2
     return proc
 
 
+#: What `make run` runs without DATABASE_URL and BROKER_URL: SQLite, the worker in-process.
+STANDALONE = str(Path(ROOT, "ops", "dev", "standalone.py"))
+#: Its environment: this one without the services' variables.
+NO_SERVICES = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
+
+
+def start_standalone(directory: Path, port: int) -> Process:
+    """The zero-setup single process in ``directory`` (its SQLite file lives there)."""
+    proc = Process(
+        "standalone",
+        [sys.executable, STANDALONE],
+        {"PORT": str(port), "LOG_FORMAT": "json"},
+        cwd=directory,
+        base_env=NO_SERVICES,
+    )
+    wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc)
+    return proc
+
+
 def wait_http(url: str, proc: Process, timeout: float = 30) -> None:
     """Until ``url`` answers 200; at once a failure if ``proc`` exits meanwhile."""
 

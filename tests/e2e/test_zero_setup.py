@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import sys
@@ -11,27 +10,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import Process, free_port, run, wait_http, wait_log
-from tests.services import ROOT
+from tests.processes import (
+    NO_SERVICES,
+    STANDALONE,
+    free_port,
+    run,
+    start_standalone,
+    wait_log,
+)
 from tests.waiting import wait_for, wait_for_task
 
 pytestmark = pytest.mark.e2e
-
-STANDALONE = str(Path(ROOT, "ops", "dev", "standalone.py"))
-#: What `make run` runs when neither DATABASE_URL nor BROKER_URL is set.
-NO_SERVICES = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
-
-
-def start(directory: Path, port: int) -> Process:
-    proc = Process(
-        "standalone",
-        [sys.executable, STANDALONE],
-        {"PORT": str(port), "LOG_FORMAT": "json"},
-        cwd=directory,
-        base_env=NO_SERVICES,
-    )
-    wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc)
-    return proc
 
 
 def job_status(db: Path, job_id: str) -> str:
@@ -53,7 +42,7 @@ def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Pat
     """Empty directory: page, API and a calendar job; killed mid-job, it finishes on restart."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    first = start(tmp_path, port)
+    first = start_standalone(tmp_path, port)
     try:
         assert "<h1>TaskOverflow</h1>" in httpx.get(f"{base}/").text
         created = httpx.post(
@@ -86,7 +75,7 @@ def test_serves_the_page_and_api_and_resumes_a_job_after_a_restart(tmp_path: Pat
     finally:
         first.stop(signal.SIGKILL)
 
-    second = start(tmp_path, port)
+    second = start_standalone(tmp_path, port)
     try:
         wait_log(second, "resumed unfinished jobs")
         status = wait_for_task(httpx.get, f"{base}/api/v1/todos/ical/{job_id}/status", timeout=60)

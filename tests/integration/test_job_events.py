@@ -5,10 +5,8 @@ transitions when a test needs to say exactly when a job changes."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,8 +21,7 @@ from sqlalchemy import Engine, text
 
 from models import lifecycle
 from tests.integration.jobs import insert_job, insert_todos, submit
-from tests.processes import Process, free_port, start_api, start_worker, wait_http
-from tests.services import ROOT
+from tests.processes import Process, free_port, start_api, start_standalone, start_worker
 from tests.waiting import wait_for
 
 #: Reads wait at most this long for the next line: a stream that stalls fails the test.
@@ -275,24 +272,12 @@ def test_streams_end_when_the_api_stops_and_it_stops_promptly(
     assert wait_log_record(api_proc, "job events stream ended")["reason"] == "shutdown"
 
 
-#: What `make run` runs without DATABASE_URL and BROKER_URL: SQLite, the worker in-process.
-STANDALONE = str(Path(ROOT, "ops", "dev", "standalone.py"))
-
-
 def test_zero_setup_streams_a_job_to_success_by_polling_sqlite(tmp_path: Path):
     """No NOTIFY on SQLite: the hub polls the row, and the worker shares the process."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = Process(
-        "standalone",
-        [sys.executable, STANDALONE],
-        {"PORT": str(port), "LOG_FORMAT": "json"},
-        cwd=tmp_path,
-        base_env=env,
-    )
+    proc = start_standalone(tmp_path, port)
     try:
-        wait_http(f"{base}/api/v1/health", proc)
         with sqlite3.connect(tmp_path / "taskoverflow.sqlite3") as conn:  # seconds of work
             conn.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) "
