@@ -147,6 +147,10 @@ compose-check: $(STAMP) ## Bring compose.yaml up with podman-compose (third-part
 images-smoke: ## Build both images with podman and run them: migrate, API, 2 workers, a job, SIGTERM
 	ops/images/smoke.sh
 
+.PHONY: retention
+retention: $(STAMP) ## 50 jobs/s for 10 minutes with 30 s results and 60 s records: the jobs table must level off
+	$(PY) ops/bench/retention.py $(RETENTION_ARGS)
+
 .PHONY: bench
 bench: $(STAMP) ## P1-P7 for ours; beside the seed design with BENCH_ARGS="--seed DIR" or SEED_BENCH=DIR (also --record, --only)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
