@@ -64,10 +64,10 @@ class Job(Base):
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
         # The jobs list: newest first, paged by (created_at, id).
         Index("ix_jobs_created_at_id", "created_at", "id"),
-        # Retention (models.lifecycle.purge): finished jobs in the order they expire, to
-        # forget them; and those still holding a result, to drop it (a partial index: the
-        # pass reads only rows with a result left, not every expired one on every pass).
-        Index("ix_jobs_expires_at", "expires_at"),
+        # Retention (models.lifecycle.purge): finished jobs by age, to forget them; and
+        # those still holding a result by expiry, to drop it (a partial index: the pass
+        # reads only rows with a result left, not every expired one on every pass).
+        Index("ix_jobs_finished_at", "finished_at"),
         Index(
             "ix_jobs_expires_at_with_result",
             "expires_at",

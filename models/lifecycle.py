@@ -466,14 +466,17 @@ def reconcile(engine: Engine, settings: JobSettings, *, recover_all: bool = Fals
 # --- Retention: expire results, forget old jobs and idempotency keys -----------------------
 
 
-def _oldest(column: Any, before: str) -> Select[tuple[Any, ...]]:
-    # Bounded and SKIP LOCKED: many worker processes purge at once without waiting on each
-    # other or taking the same rows, and no pass holds locks on more than one batch.
-    # Only finished jobs have an expiry; the status guard keeps it so whatever else changes.
+def _oldest(by: Any, before: str) -> Select[uuid.UUID]:
+    """Finished jobs whose ``by`` is before :``before``, oldest first, a batch of them.
+
+    Bounded and SKIP LOCKED: many worker processes purge at once without waiting on each
+    other or taking the same rows, and no pass holds locks on more than one batch. Only
+    finished jobs have these times; the status guard keeps it so whatever else changes.
+    """
     return (
-        select(column)
-        .where(Job.expires_at < bindparam(before), Job.status.in_(_FINAL))
-        .order_by(Job.expires_at)
+        select(Job.id)
+        .where(by < bindparam(before), Job.status.in_(_FINAL))
+        .order_by(by)
         .limit(PURGE_BATCH)
         .with_for_update(skip_locked=True)
     )
@@ -482,12 +485,14 @@ def _oldest(column: Any, before: str) -> Select[tuple[Any, ...]]:
 #: Purge: drop the results that have expired (the row stays, so the result answers 410).
 EXPIRE = (
     update(Job)
-    .where(Job.id.in_(_oldest(Job.id, "now").where(Job.result.is_not(None))))
+    .where(Job.id.in_(_oldest(Job.expires_at, "now").where(Job.result.is_not(None))))
     .values(result=None)
 )
 
-#: Purge: delete finished jobs whose record has outlived JOB_RECORD_TTL_S.
-FORGET = delete(Job).where(Job.id.in_(_oldest(Job.id, "forget_before")))
+#: Purge: delete finished jobs whose record has outlived JOB_RECORD_TTL_S. By the time they
+#: finished, not by their expiry: that was stamped with the result TTL of its day, and a
+#: changed JOB_RESULT_TTL_S must not move the record's end.
+FORGET = delete(Job).where(Job.id.in_(_oldest(Job.finished_at, "forget_before")))
 
 _key_batch = (
     select(IdempotencyKey.scope, IdempotencyKey.key)
@@ -519,8 +524,7 @@ def purge(engine: Engine, settings: JobSettings) -> Purged:
             now = utcnow()
             params = {
                 "now": now,
-                "forget_before": now
-                - timedelta(seconds=settings.record_ttl_s - settings.result_ttl_s),
+                "forget_before": now - timedelta(seconds=settings.record_ttl_s),
             }
             with engine.begin() as conn:
                 done = conn.execute(statement, params).rowcount

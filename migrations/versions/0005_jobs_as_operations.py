@@ -4,14 +4,19 @@
 - ``cancel_requested_at``: a running job's cancel request, honoured by its worker;
 - ``retry_of`` (unique): the job a retry restarts, at most one retry per job;
 - ``stage``, ``progress_done``, ``progress_total``: a running job's progress;
-- ``expires_at`` (indexed, and partially where a result is left): when a finished job's
-  result expires; retention purges by it;
+- ``expires_at`` (indexed where a result is left): when a finished job's result expires;
+  jobs finished before this migration get their finish + one day (the default
+  JOB_RESULT_TTL_S), so they expire like the rest;
+- an index on ``finished_at``: retention deletes records by their age;
 - ``idempotency_keys``: the first response to a POST sent with an ``Idempotency-Key``;
 - on Postgres, a trigger that NOTIFYs ``taskoverflow_jobs`` with the job's id whenever its
-  status, progress or cancel request changes: what ``GET /api/v1/jobs/{id}/events`` streams.
+  status, attempt, progress or cancel request changes: what ``GET /api/v1/jobs/{id}/events``
+  streams.
 
-Every new column is nullable without a default: adding them rewrites nothing (Postgres only
-records them in the catalogue), so this runs in milliseconds on a large table.
+Adding the columns rewrites nothing (nullable, no default: Postgres only records them in its
+catalogue). The rest is not instant on a large table: the backfill updates every finished
+row, and the new indexes and the status check each read the whole table while holding a
+lock that blocks writes to ``jobs`` (seconds per million rows). Run it in a quiet moment.
 
 Revision ID: 0005
 Revises: 0004
@@ -41,12 +46,25 @@ END $$;
 CREATE TRIGGER jobs_notify AFTER UPDATE ON jobs FOR EACH ROW
 WHEN (
     OLD.status IS DISTINCT FROM NEW.status
+    OR OLD.attempts IS DISTINCT FROM NEW.attempts
     OR OLD.stage IS DISTINCT FROM NEW.stage
     OR OLD.progress_done IS DISTINCT FROM NEW.progress_done
+    OR OLD.progress_total IS DISTINCT FROM NEW.progress_total
     OR OLD.cancel_requested_at IS DISTINCT FROM NEW.cancel_requested_at
 )
 EXECUTE FUNCTION taskoverflow_notify_job();
 """
+
+
+#: Jobs that finished before expiry existed: a day after they finished (Postgres, SQLite).
+_BACKFILL = {
+    True: "UPDATE jobs SET expires_at = coalesce(finished_at, updated_at) + interval '1 day' "
+    "WHERE status IN ('SUCCESS', 'FAILURE') AND expires_at IS NULL",
+    # SQLite's datetime() would drop the fraction of a second; %f keeps milliseconds.
+    False: "UPDATE jobs SET expires_at = "
+    "strftime('%Y-%m-%d %H:%M:%f', coalesce(finished_at, updated_at), '+1 day') "
+    "WHERE status IN ('SUCCESS', 'FAILURE') AND expires_at IS NULL",
+}
 
 
 def _replace_status_check(new: str) -> None:
@@ -66,7 +84,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("retry_of", sa.Uuid(), nullable=True))
         batch.create_unique_constraint("uq_jobs_retry_of", ["retry_of"])
     _replace_status_check(_NEW_STATUSES)
-    op.create_index("ix_jobs_expires_at", "jobs", ["expires_at"], unique=False)
+    op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"], unique=False)
     op.create_index(
         "ix_jobs_expires_at_with_result",
         "jobs",
@@ -91,6 +109,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"], unique=False
     )
+    op.execute(_BACKFILL[op.get_bind().dialect.name == "postgresql"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_NOTIFY)
 
@@ -102,7 +121,7 @@ def downgrade() -> None:
     op.drop_index("ix_idempotency_keys_expires_at", table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
     op.drop_index("ix_jobs_expires_at_with_result", table_name="jobs")
-    op.drop_index("ix_jobs_expires_at", table_name="jobs")
+    op.drop_index("ix_jobs_finished_at", table_name="jobs")
     # Cancelled jobs cannot be told apart in the old states: they become failures.
     op.execute(
         "UPDATE jobs SET status = 'FAILURE', error = coalesce(error, 'cancelled') "

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import uuid
+from datetime import datetime, timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, pool
+from sqlalchemy import create_engine, insert, inspect, pool, select
 
-from models import Base
+from models import Base, Job, schema
 from models.settings import normalise_database_url
 from tests.services import ROOT, migrate, scratch_database
 
@@ -90,3 +94,47 @@ def test_migrations_run_on_sqlite_both_ways_and_match_the_models(tmp_path):  # t
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_jobs_finished_before_0005_expire_a_day_after_they_finished(dialect, tmp_path):  # type: ignore[no-untyped-def]
+    """Rows from before result expiry existed get one (else they would be kept for ever);
+    unfinished ones stay without."""
+    finished = datetime(2026, 11, 1, 12, 30, 15, 250000)
+    done, failed, running = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with contextlib.ExitStack() as stack:
+        if dialect == "postgresql":
+            url = stack.enter_context(scratch_database("taskoverflow_backfill"))
+        else:
+            url = f"sqlite:///{tmp_path / 'backfill.sqlite3'}"
+        engine = engine_for(url)
+        stack.callback(engine.dispose)
+        schema.upgrade(engine, "0004")
+        with engine.begin() as conn:  # only columns that exist at 0004
+            conn.execute(
+                insert(Job),
+                [
+                    {
+                        "id": job_id,
+                        "kind": "ical",
+                        "status": status,
+                        "attempts": 1,
+                        "created_at": finished,
+                        "updated_at": finished,
+                        "finished_at": end,
+                    }
+                    for job_id, status, end in (
+                        (done, "SUCCESS", finished),
+                        (failed, "FAILURE", finished),
+                        (running, "STARTED", None),
+                    )
+                ],
+            )
+        schema.upgrade(engine)
+        with engine.connect() as conn:
+            expiry = {row.id: row.expires_at for row in conn.execute(select(Job))}
+    assert expiry == {
+        done: finished + timedelta(days=1),
+        failed: finished + timedelta(days=1),
+        running: None,
+    }

@@ -120,10 +120,11 @@ def test_purge_drops_what_has_expired_and_nothing_else(any_engine: Engine):
     expired = add_jobs(engine, 4, finished_ago=2 * DAY)
     failed = add_jobs(engine, 2, status="FAILURE", result=None, finished_ago=2 * DAY)
     forgotten = add_jobs(engine, 5, finished_ago=31 * DAY)
-    # Unfinished, however old: a retention pass never touches them.
-    pending = add_jobs(engine, 2, status="PENDING", result=None)
-    started = add_jobs(engine, 2, status="STARTED", result=None)
-    retrying = add_jobs(engine, 2, status="RETRY", result=None)
+    # Unfinished: a retention pass never touches them, even with times that would make a
+    # finished job expire and be forgotten (only the status guard keeps them).
+    pending = add_jobs(engine, 2, status="PENDING", finished_ago=40 * DAY)
+    started = add_jobs(engine, 2, status="STARTED", finished_ago=40 * DAY)
+    retrying = add_jobs(engine, 2, status="RETRY", finished_ago=40 * DAY)
     add_keys(engine, 6, expires_in=-timedelta(minutes=1))
     add_keys(engine, 2, expires_in=DAY)
 
@@ -135,13 +136,23 @@ def test_purge_drops_what_has_expired_and_nothing_else(any_engine: Engine):
     assert {after[job] for job in fresh} == {("SUCCESS", "BEGIN:VCALENDAR")}
     assert {after[job] for job in expired} == {("SUCCESS", None)}
     assert {after[job] for job in failed} == {("FAILURE", None)}
-    assert {after[job][0] for job in pending + started + retrying} == {
-        "PENDING",
-        "STARTED",
-        "RETRY",
+    assert {after[job] for job in pending + started + retrying} == {
+        ("PENDING", "BEGIN:VCALENDAR"),
+        ("STARTED", "BEGIN:VCALENDAR"),
+        ("RETRY", "BEGIN:VCALENDAR"),
     }
     assert key_count(engine) == 2
     assert lifecycle.purge(engine, JOBS) == Purged(0, 0, 0)  # nothing left to do
+
+
+def test_a_longer_result_ttl_does_not_shorten_the_records_life(any_engine: Engine):
+    """Results once kept a day, now a week: a job that finished 25 days ago under the old
+    setting keeps its record until 30 days after it finished, as JOB_RECORD_TTL_S says."""
+    engine = any_engine
+    old = add_jobs(engine, 2, finished_ago=25 * DAY, result=None, keep=DAY)
+    week = JobSettings.from_env({"JOB_RESULT_TTL_S": str(7 * 86_400)})
+    assert lifecycle.purge(engine, week) == Purged(0, 0, 0)
+    assert set(jobs_by_id(engine)) == set(old)
 
 
 def test_a_pass_works_in_bounded_batches(pg: Engine):
