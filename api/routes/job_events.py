@@ -3,12 +3,13 @@
 The stream opens with the job as it is (a ``status`` event), then sends one event per change
 until the job is final: ``status`` when anything but its progress changed (its status, or a
 cancel request), ``progress`` when only its progress did. Each event's data is the job as
-``GET /api/v1/jobs/{id}`` shows it; ids count from 1. After the final status the stream
-ends. A comment every ``KEEPALIVE_S`` seconds keeps proxies from closing a quiet stream.
+``GET /api/v1/jobs/{id}`` shows it; ids count from 1, and the final status's is ``END_ID``.
+After it the stream ends. A comment every ``KEEPALIVE_S`` seconds keeps proxies from closing
+a quiet stream.
 
 A stream that ends early (the process stopping, a network cut) is resumed by the browser's
 EventSource after ``retry`` ms; the new stream opens with the job's state then, so nothing
-is lost and ``Last-Event-ID`` is not needed.
+is lost. Only ``Last-Event-ID: end`` means something: the client has seen the end (204).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 
 import msgspec
 import structlog
-from litestar import Request, get
+from litestar import Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from api import queries
 from api.database import Database, DatabaseUnavailable
@@ -41,6 +44,11 @@ log = structlog.get_logger("api")
 KEEPALIVE_S = 15.0
 #: How long a browser waits before it reconnects a stream that ended early (ms).
 RETRY_MS = 1000
+#: The id of a stream's last event (the job's final state). EventSource reconnects whenever a
+#: stream ends, also after its last event; a reconnection that names this id is answered
+#: 204, which is how a server tells EventSource to stop (a client that closes its stream on
+#: the final event, as the web page does, never asks).
+END_ID = "end"
 
 
 @get(
@@ -49,16 +57,24 @@ RETRY_MS = 1000
     summary="A job's state and progress as Server-Sent Events, until it is final",
     description="text/event-stream: a `status` event with the job now, then a `status` or "
     "`progress` event per change, each with the job as GET /api/v1/jobs/{job_id} shows it; "
-    "the stream ends after the job's final status.",
+    f"the stream ends after the job's final status, whose event id is `{END_ID}`. A "
+    f"reconnection with `Last-Event-ID: {END_ID}` is answered 204 (EventSource then stops).",
     media_type="text/event-stream",
-    responses=errors(404, 503),
+    responses={
+        204: ResponseSpec(
+            None, description=f"Last-Event-ID was {END_ID}: the stream has nothing more"
+        ),
+        **errors(404, 503),
+    },
 )
 async def job_events(
     request: Request,
     job_id: FromPath[str],
     jobs: NamedDependency[CalendarJobs],
     events: NamedDependency[JobEvents],
-) -> ServerSentEvent:
+) -> ServerSentEvent | Response[None]:
+    if request.headers.get("last-event-id") == END_ID:
+        return Response(None, status_code=HTTP_204_NO_CONTENT)
     try:
         parsed = uuid.UUID(job_id)
     except ValueError:
@@ -104,14 +120,19 @@ async def _events(
                 if read is not _UNREADABLE:
                     body, job = read
                     event = change(shown, job)
+                    final = JobStatus(job["status"]).is_final
                     if event is not None:
                         first = shown is None
                         shown = job
                         keepalive_at = loop.time() + KEEPALIVE_S
+                        number = next(ids)  # counted for the log line, shown unless final
                         yield ServerSentEventMessage(
-                            data=body, event=event, id=next(ids), retry=RETRY_MS if first else None
+                            data=body,
+                            event=event,
+                            id=END_ID if final else number,
+                            retry=RETRY_MS if first else None,
                         )
-                    if JobStatus(job["status"]).is_final:
+                    if final:
                         reason = "final"
                         return
                 if changes.closing:

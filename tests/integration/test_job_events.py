@@ -148,7 +148,8 @@ def test_a_calendar_job_streams_started_progress_and_success_in_order(
         processes.append(start_worker(service_env))
         events = [first, *stream.rest()]
 
-    assert [event.id for event in events] == [str(n) for n in range(1, len(events) + 1)]
+    # Counted from 1; the last (the final state) is "end", which a reconnection may name.
+    assert [event.id for event in events] == [str(n) for n in range(1, len(events))] + ["end"]
     assert all(event.retry is None for event in events[1:])
     statuses = [event.data["status"] for event in events if event.name == "status"]
     assert statuses == ["PENDING", "STARTED", "SUCCESS"], [(e.name, e.data) for e in events]
@@ -179,6 +180,12 @@ def test_a_finished_job_streams_one_status_event_then_ends(api: str, engine: Eng
         with events_of(api, job_id) as stream:
             events = stream.rest()
         assert [(event.name, event.data["status"]) for event in events] == [("status", final)]
+        assert events[0].id == "end"
+        # EventSource reconnects after every stream; naming the end, it is told to stop.
+        again = httpx.get(
+            f"{api}/api/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "end"}, timeout=10
+        )
+        assert (again.status_code, again.content) == (204, b"")
 
 
 def test_changes_are_pushed_and_the_listen_connection_survives_being_killed(
