@@ -33,9 +33,10 @@ from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
 from api.http_methods import rfc9110_methods
 from api.idempotency import IdempotencyKeys
+from api.job_context import Jobs
 from api.job_events import JobEvents
 from api.request_log import request_log_middleware
-from api.routes.calendar_jobs import CalendarJobController, CalendarJobs
+from api.routes.calendar_jobs import CalendarJobController
 from api.routes.health import health, ready
 from api.routes.job_events import job_events
 from api.routes.jobs import JobController
@@ -123,7 +124,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         dependencies={
             "db": _constant(db),
             "jobs": _constant(
-                CalendarJobs(db, sender, settings.api.public_base_url, settings.jobs.result_ttl)
+                Jobs(db, sender, settings.api.public_base_url, settings.jobs.result_ttl)
             ),
             "events": _constant(events),
         },

@@ -8,9 +8,7 @@ state in an extra field they ignore).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -20,67 +18,15 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api import queries
-from api.database import Database
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
+from api.job_context import Jobs
 from api.openapi_docs import errors, with_links_and_examples
 from api.schemas import Progress, TaskCreated, TaskStatus
-from api.state import JobSender
 from models import JobKind, JobStatus
 from models.clock import utcnow
 
 log = structlog.get_logger("api")
-
-
-@dataclass(frozen=True)
-class CalendarJobs:
-    """What the job routes use: the database (the job's row), the sender (its message), the
-    base of the URLs handed out (PUBLIC_BASE_URL, else the request's) and how long a
-    finished job's result is kept (JOB_RESULT_TTL_S: the API finishes jobs too, by a
-    cancel or a failed send, and stamps their expiry).
-
-    One dependency, not four: Litestar resolves a handler's independent dependencies
-    concurrently, starting a task group for every request, an overhead out of all proportion
-    to a handler that runs one statement (and every client polls its job's status).
-    """
-
-    db: Database
-    sender: JobSender
-    public_base_url: str | None
-    result_ttl: timedelta
-
-    def base_url(self, request: Request) -> str:
-        """scheme://host[:port] of the URLs handed out."""
-        return self.public_base_url or str(request.base_url).rstrip("/")
-
-    def urls(self, request: Request, job_id: uuid.UUID) -> tuple[str, str]:
-        """The job's status and result URLs."""
-        return calendar_job_urls(self.base_url(request), job_id)
-
-    async def send(self, kind: str, job_id: uuid.UUID, *, unsent: str, refusal: str) -> None:
-        """Send committed job ``job_id``'s message. If the broker cannot take it, the job is
-        FAILURE with the reason ``unsent`` (nothing would ever run it, so nothing may wait
-        for it) and the request is answered 503 ``refusal``."""
-        try:
-            # Broker clients block (redis-py, boto3): send from the thread pool, not the loop.
-            await asyncio.get_running_loop().run_in_executor(None, self.sender.send, kind, job_id)
-        except Exception as exc:
-            log.warning("job queue unavailable", job_id=str(job_id), error=repr(exc))
-            now = utcnow()
-            await self.db.execute(
-                queries.FAIL_UNSENT_JOB,
-                job_id=job_id,
-                error=unsent,
-                now=now,
-                expires_at=now + self.result_ttl,
-            )
-            raise ApiError(503, refusal, {"Retry-After": "5"}) from exc
-
-
-def calendar_job_urls(base_url: str, job_id: uuid.UUID) -> tuple[str, str]:
-    """A calendar job's status and result URLs on the course's routes, under ``base_url``."""
-    base = f"{base_url}/api/v1/todos/ical/{job_id}"
-    return f"{base}/status", f"{base}/result"
 
 
 def _job_id(task_id: str) -> uuid.UUID:
@@ -137,9 +83,7 @@ class CalendarJobController(Controller):
             with_links_and_examples(_TASK_LINKS, {"202": _TASK_EXAMPLE})
         ),
     )
-    async def submit(
-        self, request: Request, jobs: NamedDependency[CalendarJobs]
-    ) -> Response[TaskCreated]:
+    async def submit(self, request: Request, jobs: NamedDependency[Jobs]) -> Response[TaskCreated]:
         job_id = uuid.uuid4()
         # Committed first (the insert is its own transaction): a worker that receives the
         # message must find the row.
@@ -168,7 +112,7 @@ class CalendarJobController(Controller):
         responses=errors(404, 503),
     )
     async def status(
-        self, request: Request, task_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+        self, request: Request, task_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> TaskStatus:
         job_id = _job_id(task_id)
         row = await jobs.db.fetch_one(queries.JOB_STATUS, id=job_id)
@@ -200,9 +144,7 @@ class CalendarJobController(Controller):
         media_type="text/calendar",
         responses=errors(404, 410, 503),
     )
-    async def result(
-        self, task_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
-    ) -> Response[str]:
+    async def result(self, task_id: FromPath[str], jobs: NamedDependency[Jobs]) -> Response[str]:
         job_id = _job_id(task_id)
         row = await jobs.db.fetch_one(queries.JOB_RESULT, id=job_id)
         if row is None:

@@ -32,9 +32,9 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from api import queries
 from api.database import Database, DatabaseUnavailable
 from api.errors import ApiError
+from api.job_context import Jobs
 from api.job_events import JobEvents
 from api.openapi_docs import errors
-from api.routes.calendar_jobs import CalendarJobs
 from api.routes.jobs import job_out
 from models import JobStatus
 
@@ -70,7 +70,7 @@ END_ID = "end"
 async def job_events(
     request: Request,
     job_id: FromPath[str],
-    jobs: NamedDependency[CalendarJobs],
+    jobs: NamedDependency[Jobs],
     events: NamedDependency[JobEvents],
 ) -> ServerSentEvent | Response[None]:
     if request.headers.get("last-event-id") == END_ID:

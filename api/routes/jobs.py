@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from api import queries
 from api.errors import ApiError
+from api.job_context import Jobs, calendar_job_urls
 from api.job_list import (
     MAX_PAGE_SIZE,
     PAGE_TOKEN_PATTERN,
@@ -29,7 +30,6 @@ from api.job_list import (
     parse_job_filters,
 )
 from api.openapi_docs import errors, with_links_and_examples
-from api.routes.calendar_jobs import CalendarJobs, calendar_job_urls
 from api.schemas import JobLinks, JobOut, JobPage, Progress
 from models import JobKind, JobStatus
 from models.clock import utcnow
@@ -197,7 +197,7 @@ class JobController(Controller):
     async def list_jobs(
         self,
         request: Request,
-        jobs: NamedDependency[CalendarJobs],
+        jobs: NamedDependency[Jobs],
         status: Annotated[
             str | None, _text_query("only jobs in this state", enum=[s.value for s in JobStatus])
         ] = None,
@@ -264,7 +264,7 @@ class JobController(Controller):
         operation_class=with_links_and_examples({"200": _CANCEL_OR_RETRY}, {"200": _RUNNING}),
     )
     async def get_job(
-        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> Response[JobOut]:
         row = await jobs.db.fetch_one(queries.JOB_BY_ID, id=_parse(job_id))
         if row is None:
@@ -295,7 +295,7 @@ class JobController(Controller):
         ),
     )
     async def cancel_job(
-        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> Response[JobOut]:
         parsed = _parse(job_id)
         now = utcnow()
@@ -332,7 +332,7 @@ class JobController(Controller):
         operation_class=with_links_and_examples({"202": _READ_OR_CANCEL}, {"202": _RETRY}),
     )
     async def retry_job(
-        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[CalendarJobs]
+        self, request: Request, job_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> Response[JobOut]:
         parsed = _parse(job_id)
         new_id = uuid.uuid4()
@@ -353,7 +353,7 @@ class JobController(Controller):
         return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.links.self})
 
 
-async def _retry_refused(jobs: CalendarJobs, request: Request, job_id: uuid.UUID) -> ApiError:
+async def _retry_refused(jobs: Jobs, request: Request, job_id: uuid.UUID) -> ApiError:
     """Why job ``job_id`` made no retry: missing (404), not retryable or retried (409)."""
     row = await jobs.db.fetch_one(queries.RETRY_REFUSAL, id=job_id)
     if row is None:
