@@ -20,7 +20,8 @@ def test_wait_for_job_returns_the_row_once_the_status_is_wanted(engine: Engine):
 
 def test_wait_for_job_times_out_with_the_status_it_last_saw(engine: Engine):
     job_id = insert_job(engine, status="STARTED", attempts=2)
-    with pytest.raises(WaitTimeout, match=rf"job {job_id} to be CANCELLED/FAILURE/SUCCESS") as caught:
+    wanted = rf"job {job_id} to be CANCELLED/FAILURE/SUCCESS"
+    with pytest.raises(WaitTimeout, match=wanted) as caught:
         wait_for_job(engine, job_id, timeout=0.2)
     assert caught.value.last == ("STARTED", 2, None)
 
