@@ -153,6 +153,20 @@ class Query:
         ]
 
 
+async def checkout_live(engine: AsyncEngine) -> tuple[Any, asyncpg.Connection] | None:
+    """A pooled connection and its asyncpg connection; None if the server had closed it
+    while it sat in the pool (a restart, a failover, pg_terminate_backend: the event loop
+    has already seen the socket close), which is then discarded. Nothing was sent on it, so
+    the caller may simply take the next one."""
+    pooled = await engine.raw_connection()
+    connection: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
+    if connection.is_closed():
+        pooled.invalidate()
+        pooled.close()
+        return None
+    return pooled, connection
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -201,19 +215,14 @@ class Database:
         args = query.args(params)
         for attempt in range(1, self._attempts + 1):
             try:
-                pooled = await self.engine.raw_connection()
+                checked_out = await checkout_live(self.engine)
             except Exception as exc:
                 # Checking out can only fail by not reaching the database (refused, timed
                 # out, pool exhausted, connections not allowed): say so, never a 500.
                 raise DatabaseUnavailable(_first_line(exc)) from exc
-            connection: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
-            if connection.is_closed():
-                # The server closed it while it sat in the pool (a restart, a failover,
-                # pg_terminate_backend): the event loop has already seen the socket close.
-                # Nothing was sent, so any statement, write or read, may take the next one.
-                pooled.invalidate()
-                pooled.close()
-                continue
+            if checked_out is None:
+                continue  # nothing was sent: any statement, write or read, may take the next
+            pooled, connection = checked_out
             try:
                 if one:
                     row = await connection.fetchrow(query.sql, *args)

@@ -17,6 +17,11 @@ from api.http_methods import allow_header
 log = structlog.get_logger("api")
 
 
+#: The answer to a request the database could not serve (503, with this Retry-After).
+DATABASE_UNAVAILABLE = "database unavailable, try again shortly"
+DATABASE_RETRY_AFTER_S = "5"
+
+
 class ApiError(Exception):
     """An error we answer on purpose: status code, message, optional headers."""
 
@@ -60,8 +65,8 @@ def _database_unavailable(_: Request, exc: DatabaseUnavailable) -> Response[dict
     log.warning("database unavailable", error=str(exc))
     return error_response(
         HTTP_503_SERVICE_UNAVAILABLE,
-        "database unavailable, try again shortly",
-        {"Retry-After": "5"},
+        DATABASE_UNAVAILABLE,
+        {"Retry-After": DATABASE_RETRY_AFTER_S},
     )
 
 

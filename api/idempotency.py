@@ -56,6 +56,7 @@ from sqlalchemy import and_, bindparam, delete, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from api.database import Database, DatabaseUnavailable, Query
+from api.errors import DATABASE_RETRY_AFTER_S, DATABASE_UNAVAILABLE
 from api.openapi_docs import ErrorBody
 from models.clock import utcnow
 from models.idempotency import MAX_KEY_LENGTH, IdempotencyKey
@@ -306,7 +307,7 @@ async def _replay(send: Send, kept: _Kept) -> None:
 
 
 _DATABASE_UNAVAILABLE = _Refused(
-    503, "database unavailable, try again shortly", [(b"retry-after", b"5")]
+    503, DATABASE_UNAVAILABLE, [(b"retry-after", DATABASE_RETRY_AFTER_S.encode())]
 )
 
 

@@ -69,6 +69,14 @@ class Jobs:
             raise ApiError(503, refusal, {"Retry-After": "5"}) from exc
 
 
+def parse_job_id(raw: str, not_found: str = "Job not found") -> uuid.UUID:
+    """A job id from a path; anything that is not a uuid names no job: 404 ``not_found``."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(404, not_found) from None
+
+
 def calendar_job_urls(base_url: str, job_id: uuid.UUID) -> tuple[str, str]:
     """A calendar job's status and result URLs on the course's routes, under ``base_url``."""
     base = f"{base_url}/api/v1/todos/ical/{job_id}"

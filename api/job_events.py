@@ -39,6 +39,8 @@ import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.database import checkout_live
+
 log = structlog.get_logger("api")
 
 #: The channel migration 0005's trigger notifies; the payload is the job's id.
@@ -226,12 +228,10 @@ class JobEvents:
                 log.warning("job events: connection lost, reconnecting")
 
     async def _connect(self) -> asyncpg.Connection:
-        pooled = await self._engine.raw_connection()
-        conn: asyncpg.Connection = pooled.driver_connection  # type: ignore[assignment]
-        if conn.is_closed():  # closed by the server while it sat in the pool
-            pooled.invalidate()
-            pooled.close()
+        checked_out = await checkout_live(self._engine)
+        if checked_out is None:
             raise ConnectionError("the pooled connection was closed by the server")
+        pooled, conn = checked_out
         # Ours from now on: the pool forgets it (and may open another in its place).
         pooled.detach()
         try:

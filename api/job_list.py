@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from api.errors import ApiError
+from api.todo_input import iso_naive_utc
 from models import JobKind, JobStatus
 
 DEFAULT_PAGE_SIZE = 20
@@ -77,22 +78,13 @@ def parse_job_filters(
 
 
 def _moment(raw: str | None, name: str) -> datetime | None:
-    """An ISO-8601 date-time as naive UTC; one whose UTC falls outside the calendar (year 1
-    with a positive offset) is the calendar's first or last moment, which filters the same."""
+    """An ISO-8601 date-time as naive UTC, clamped to the calendar (it only bounds a filter)."""
     if raw is None:
         return None
-    try:
-        moment = datetime.fromisoformat(raw) if len(raw) <= 64 else None
-    except ValueError:
-        moment = None
+    moment = iso_naive_utc(raw, clamp=True)
     if moment is None:
         raise _bad(f"{name} must be an ISO-8601 date-time such as 2024-01-31T09:00:00")
-    if moment.tzinfo is None:
-        return moment
-    try:
-        return moment.astimezone(UTC).replace(tzinfo=None)
-    except OverflowError:
-        return datetime.min if moment.year == 1 else datetime.max
+    return moment
 
 
 #: A page token: the last job's created_at (microseconds since 1970) and id. Any string of

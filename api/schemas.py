@@ -8,6 +8,8 @@ from typing import Annotated
 import msgspec
 from litestar.openapi.spec import OpenAPIType, Schema
 
+from models import JobStatus
+
 #: The course's timestamp format: ISO 8601 without an offset, meaning UTC.
 _NAIVE_UTC = Schema(
     type=OpenAPIType.STRING,
@@ -52,10 +54,10 @@ class TaskCreated(msgspec.Struct):
     task_url: str
 
 
+#: Every job state, as the jobs resource shows them.
+JOB_STATES = tuple(status.value for status in JobStatus)
 #: The course's five task states: all its clients know (a CANCELLED job shows as FAILURE).
-COURSE_TASK_STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE")
-#: Every job state (models.JobStatus), as the jobs resource shows them.
-JOB_STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED")
+COURSE_TASK_STATES = tuple(state for state in JOB_STATES if state != JobStatus.CANCELLED)
 
 # Documented as enums (Litestar reads msgspec's extra_json_schema["extra"] into the schema).
 CourseTaskState = Annotated[
@@ -71,6 +73,16 @@ class Progress(msgspec.Struct):
     stage: str
     done: int
     total: int | None
+
+
+def running_progress(
+    status: str, stage: str | None, done: int | None, total: int | None
+) -> Progress | None:
+    """A job row's progress as shown: only while it is STARTED and its worker has reported.
+    A RETRY or finished job's last report would describe work no longer going on."""
+    if status != JobStatus.STARTED or stage is None:
+        return None
+    return Progress(stage, done or 0, total)
 
 
 class TaskStatus(msgspec.Struct, omit_defaults=True):

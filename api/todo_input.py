@@ -132,16 +132,32 @@ def parse_datetime(value: Any, name: str) -> datetime:
 
     Accepts the course web page's form too (``2024-04-19 14:00:00.000``).
     """
-    message = f"{name} must be an ISO-8601 date-time such as {_DATETIME_EXAMPLE}, or null"
-    if not isinstance(value, str) or len(value) > 64:
-        raise _bad(message)
-    try:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(UTC).replace(tzinfo=None)
-    except (ValueError, OverflowError):
-        raise _bad(message) from None
+    moment = iso_naive_utc(value) if isinstance(value, str) else None
+    if moment is None:
+        raise _bad(f"{name} must be an ISO-8601 date-time such as {_DATETIME_EXAMPLE}, or null")
     return moment
+
+
+def iso_naive_utc(text: str, *, clamp: bool = False) -> datetime | None:
+    """An ISO-8601 date-time (at most 64 characters) as naive UTC; None if it is not one.
+    Offsets are converted; without one it is UTC. One whose UTC falls outside the calendar
+    (year 1 with a positive offset, 9999 with a negative one) is not one either, or with
+    ``clamp`` the calendar's first or last moment (for filters, which it bounds the same).
+    """
+    if len(text) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        if not clamp:
+            return None
+        return datetime.min if moment.year == 1 else datetime.max
 
 
 def parse_completed_filter(raw: str | None) -> bool | None:

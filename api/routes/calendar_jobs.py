@@ -20,20 +20,13 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from api import queries
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
-from api.job_context import Jobs
+from api.job_context import Jobs, parse_job_id
 from api.openapi_docs import errors, with_links_and_examples
-from api.schemas import Progress, TaskCreated, TaskStatus
+from api.schemas import TaskCreated, TaskStatus, running_progress
 from models import JobKind, JobStatus
 from models.clock import utcnow
 
 log = structlog.get_logger("api")
-
-
-def _job_id(task_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(task_id)
-    except ValueError:
-        raise ApiError(404, "Task not found") from None
 
 
 def kept_for(ttl: timedelta) -> str:
@@ -114,7 +107,7 @@ class CalendarJobController(Controller):
     async def status(
         self, request: Request, task_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> TaskStatus:
-        job_id = _job_id(task_id)
+        job_id = parse_job_id(task_id, "Task not found")
         row = await jobs.db.fetch_one(queries.JOB_STATUS, id=job_id)
         if row is None:
             raise ApiError(404, "Task not found")
@@ -125,14 +118,13 @@ class CalendarJobController(Controller):
         cancelled = status == JobStatus.CANCELLED
         task_status = JobStatus.FAILURE.value if cancelled else status
         reason = error if task_status in (JobStatus.RETRY, JobStatus.FAILURE) else None
-        running = status == JobStatus.STARTED and stage is not None
         return TaskStatus(
             task_id=str(job_id),
             task_status=task_status,
             result_url=result_url,
             reason=reason,
             job_status=status if cancelled else None,
-            progress=Progress(stage, done or 0, total) if running else None,
+            progress=running_progress(status, stage, done, total),
         )
 
     @get(
@@ -145,7 +137,7 @@ class CalendarJobController(Controller):
         responses=errors(404, 410, 503),
     )
     async def result(self, task_id: FromPath[str], jobs: NamedDependency[Jobs]) -> Response[str]:
-        job_id = _job_id(task_id)
+        job_id = parse_job_id(task_id, "Task not found")
         row = await jobs.db.fetch_one(queries.JOB_RESULT, id=job_id)
         if row is None:
             raise ApiError(404, "Task not found")

@@ -32,7 +32,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from api import queries
 from api.database import Database, DatabaseUnavailable
 from api.errors import ApiError
-from api.job_context import Jobs
+from api.job_context import Jobs, parse_job_id
 from api.job_events import JobEvents
 from api.openapi_docs import errors
 from api.routes.jobs import job_out
@@ -75,10 +75,7 @@ async def job_events(
 ) -> ServerSentEvent | Response[None]:
     if request.headers.get("last-event-id") == END_ID:
         return Response(None, status_code=HTTP_204_NO_CONTENT)
-    try:
-        parsed = uuid.UUID(job_id)
-    except ValueError:
-        raise ApiError(404, "Job not found") from None
+    parsed = parse_job_id(job_id)
     # Answered before the stream starts: a client gets a plain 404 (or 503), not a stream.
     if await jobs.db.fetch_one(queries.JOB_BY_ID, id=parsed) is None:
         raise ApiError(404, "Job not found")

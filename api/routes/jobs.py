@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from api import queries
 from api.errors import ApiError
-from api.job_context import Jobs, calendar_job_urls
+from api.job_context import Jobs, calendar_job_urls, parse_job_id
 from api.job_list import (
     MAX_PAGE_SIZE,
     PAGE_TOKEN_PATTERN,
@@ -30,7 +30,7 @@ from api.job_list import (
     parse_job_filters,
 )
 from api.openapi_docs import errors, with_links_and_examples
-from api.schemas import JobLinks, JobOut, JobPage, Progress
+from api.schemas import JobLinks, JobOut, JobPage, running_progress
 from models import JobKind, JobStatus
 from models.clock import utcnow
 from models.job import RETRYABLE_STATUSES
@@ -75,9 +75,6 @@ def job_out(row: Any, base_url: str) -> JobOut:
         cancel=None if state.is_final else f"{own}/cancel",
         retry=f"{own}/retry" if state in RETRYABLE_STATUSES else None,
     )
-    # Progress belongs to the running attempt: a RETRY or finished job's last report would
-    # describe work that is no longer going on.
-    running = state == JobStatus.STARTED and stage is not None
     return JobOut(
         id=str(job_id),
         kind=kind,
@@ -89,19 +86,12 @@ def job_out(row: Any, base_url: str) -> JobOut:
         finished_at=finished_at,
         queue_wait_ms=_ms(created_at, started_at),
         run_ms=_ms(started_at, finished_at),
-        progress=Progress(stage, done or 0, total) if running else None,
+        progress=running_progress(status, stage, done, total),
         cancel_requested=cancel_requested_at is not None,
         retry_of=None if retry_of is None else str(retry_of),
         expires_at=expires_at,
         links=links,
     )
-
-
-def _parse(job_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(job_id)
-    except ValueError:
-        raise ApiError(404, "Job not found") from None
 
 
 _EXAMPLE_ID = uuid.UUID("2e80aefd-6b1c-4a47-9a57-1d1e5b0b8a11")
@@ -266,7 +256,7 @@ class JobController(Controller):
     async def get_job(
         self, request: Request, job_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> Response[JobOut]:
-        row = await jobs.db.fetch_one(queries.JOB_BY_ID, id=_parse(job_id))
+        row = await jobs.db.fetch_one(queries.JOB_BY_ID, id=parse_job_id(job_id))
         if row is None:
             raise ApiError(404, "Job not found")
         job = job_out(row, jobs.base_url(request))
@@ -297,7 +287,7 @@ class JobController(Controller):
     async def cancel_job(
         self, request: Request, job_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> Response[JobOut]:
-        parsed = _parse(job_id)
+        parsed = parse_job_id(job_id)
         now = utcnow()
         row = await jobs.db.execute(
             queries.CANCEL_JOB, job_id=parsed, now=now, expires_at=now + jobs.result_ttl
@@ -334,7 +324,7 @@ class JobController(Controller):
     async def retry_job(
         self, request: Request, job_id: FromPath[str], jobs: NamedDependency[Jobs]
     ) -> Response[JobOut]:
-        parsed = _parse(job_id)
+        parsed = parse_job_id(job_id)
         new_id = uuid.uuid4()
         # A new job, committed before its message is sent (as a submission is): a worker
         # that receives the message must find the row.
