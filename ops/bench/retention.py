@@ -28,8 +28,11 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+# The benchmark beside this file starts and stops the same processes (run as a script, this
+# folder is on the path).
+from compare import BIN, ROOT, wait_http, wait_log
+from compare import stop as stop_processes
+
 DATABASE = "taskoverflow_retention"
 
 
@@ -93,28 +96,17 @@ def start(env: dict[str, str], todos: int, port: int) -> tuple[list[subprocess.P
         subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
         for cmd in (api, [str(BIN / "python"), "-m", "workers"])
     ]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready = log.read_text(errors="replace").count("Worker process is ready")
-        try:
-            up = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code
-        except httpx.HTTPError:
-            up = 0
-        if up == 200 and ready >= 2:
-            return procs, log
-        time.sleep(0.2)
-    stop(procs)
-    raise SystemExit(f"retention: the API or the workers did not start (log: {log})")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/v1/health")
+        wait_log(log, "Worker process is ready", 2)  # WORKER_PROCESSES above
+    except SystemExit:
+        stop(procs)
+        raise
+    return procs, log
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_processes(procs, seed_pids=[])
 
 
 def sample(url: str, started: float, submitted: int) -> Sample:

@@ -22,6 +22,8 @@ def _retention_module():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("retention", SCRIPT)
     assert spec is not None
     assert spec.loader is not None
+    # It imports the benchmark beside it, as a script finds it.
+    sys.path.insert(0, str(SCRIPT.parent))
     module = importlib.util.module_from_spec(spec)
     sys.modules["retention"] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
