@@ -17,10 +17,6 @@ from collections.abc import Mapping
 
 from models.settings import ConfigError, Settings, WorkerSettings
 
-#: The variables that size the pool (a settings group like any other; kept as a name for
-#: the deployment checks that list what each container sets).
-LAUNCHER_ENV = tuple(WorkerSettings.env_names())
-
 #: Idle consumers poll Redis at most this far apart (ms). Dramatiq's default of 1000 adds up to
 #: a second of pickup latency to a job submitted to an idle pool; 50 keeps it small
 #: (docs/BENCHMARKS.md, P7) for 20 cheap polls a second per process. SQS long-polls instead

@@ -18,13 +18,12 @@ from models.settings import SQS_MAX_DELAY_MS, SQS_VISIBILITY_MARGIN_S, Settings
 from models.sqs import queue_names
 from tests.deployment import task_definitions
 from tests.services import ROOT
-from workers.__main__ import LAUNCHER_ENV
 
 TERRAFORM = Path(ROOT, "ops", "terraform")
 CHECKOV = Path(ROOT, ".venv-checkov", "bin", "checkov")
 TF_FILES = sorted(TERRAFORM.glob("*.tf"))
-#: Read by uvicorn (UVICORN_*) and the worker launcher rather than by Settings.
-READ_ELSEWHERE = {*LAUNCHER_ENV, "UVICORN_WORKERS"}
+#: Read by uvicorn (UVICORN_*) rather than by Settings (the worker launcher reads Settings).
+READ_ELSEWHERE = {"UVICORN_WORKERS"}
 
 
 @cache

@@ -10,16 +10,14 @@ import yaml
 
 from models.settings import Settings
 from tests.services import ROOT
-from workers.__main__ import LAUNCHER_ENV
 
 COMPOSE = yaml.safe_load(Path(ROOT, "compose.yaml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]  # type: ignore[type-arg]
 OURS = {name: s for name, s in SERVICES.items() if "build" in s}
 
-#: Variables our processes read besides Settings: the worker launcher, uvicorn's own
+#: Variables our processes read besides Settings: uvicorn's own
 #: UVICORN_* options, boto3's credential chain, and the test suite's service addresses.
 READ_ELSEWHERE = {
-    *LAUNCHER_ENV,
     "UVICORN_WORKERS",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
