@@ -49,13 +49,23 @@ class Jobs:
         """The job's status and result URLs."""
         return calendar_job_urls(self.base_url(request), job_id)
 
-    async def send(self, kind: str, job_id: uuid.UUID, *, unsent: str, refusal: str) -> None:
+    async def send(
+        self,
+        kind: str,
+        job_id: uuid.UUID,
+        *,
+        unsent: str,
+        refusal: str,
+        traceparent: str | None = None,
+    ) -> None:
         """Send committed job ``job_id``'s message. If the broker cannot take it, the job is
         FAILURE with the reason ``unsent`` (nothing would ever run it, so nothing may wait
         for it) and the request is answered 503 ``refusal``."""
         try:
             # Broker clients block (redis-py, boto3): send from the thread pool, not the loop.
-            await asyncio.get_running_loop().run_in_executor(None, self.sender.send, kind, job_id)
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.sender.send, kind, job_id, traceparent
+            )
         except Exception as exc:
             log.warning("job queue unavailable", job_id=str(job_id), error=repr(exc))
             now = utcnow()

@@ -20,9 +20,10 @@ class JobSender:
         self.broker = broker
         self.queue_name = queue_name
 
-    def send(self, kind: str, job_id: uuid.UUID) -> None:
-        """Send job ``job_id`` to the actor of its ``kind`` (a submission or a retry)."""
-        send_job(self.broker, self.queue_name, kind, job_id)
+    def send(self, kind: str, job_id: uuid.UUID, traceparent: str | None = None) -> None:
+        """Send job ``job_id`` to the actor of its ``kind`` (a submission or a retry), in the
+        trace ``traceparent`` names."""
+        send_job(self.broker, self.queue_name, kind, job_id, traceparent)
 
 
 class CrashAfterCommitSender(JobSender):
@@ -33,5 +34,5 @@ class CrashAfterCommitSender(JobSender):
     (tests/chaos/test_outages.py). Exit status 70 tells the test it was this crash.
     """
 
-    def send(self, kind: str, job_id: uuid.UUID) -> None:
+    def send(self, kind: str, job_id: uuid.UUID, traceparent: str | None = None) -> None:
         os._exit(70)

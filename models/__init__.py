@@ -3,7 +3,7 @@
 Both the API and the workers import this package; it imports neither of them. Inside:
 
 - the tables: ``base`` (declarative base, naming convention), ``todo``, ``job``,
-  ``idempotency`` (keys of retried POSTs);
+  ``attempt`` (each ended attempt of a job), ``idempotency`` (keys of retried POSTs);
 - the job's life: ``lifecycle``, every status transition, the only writer of a job's status;
 - the queue contract: ``queue`` (broker factory, actor name per job kind, ``send_job``) and
   ``sqs`` (the SQS broker for production);
@@ -13,9 +13,19 @@ Both the API and the workers import this package; it imports neither of them. In
 - configuration: ``settings`` (the one reader of the environment), ``log_config``.
 """
 
+from models.attempt import AttemptOutcome, JobAttempt
 from models.base import Base
 from models.idempotency import IdempotencyKey
 from models.job import Job, JobKind, JobStatus
 from models.todo import Todo
 
-__all__ = ["Base", "IdempotencyKey", "Job", "JobKind", "JobStatus", "Todo"]
+__all__ = [
+    "AttemptOutcome",
+    "Base",
+    "IdempotencyKey",
+    "Job",
+    "JobAttempt",
+    "JobKind",
+    "JobStatus",
+    "Todo",
+]

@@ -93,7 +93,9 @@ def connect_autocommit(engine: Engine, first: Callable[[Connection], T]) -> tupl
 
 def sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     # WAL lets readers run beside the one writer; busy_timeout makes writers queue, not fail.
+    # SQLite enforces foreign keys (job_attempts' ON DELETE CASCADE) only when asked to.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -108,3 +108,6 @@ class Job(Base):
     #: The FAILURE or CANCELLED job this one retries (a retry is a new job: finished jobs
     #: never change). Not a foreign key: the original may be purged before its retry.
     retry_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: The W3C trace context (``traceparent``) of the request that submitted the job: the
+    #: job's trace id, which its message carries to the worker and a resend carries again.
+    traceparent: Mapped[str | None] = mapped_column(String(55))

@@ -21,6 +21,9 @@ expire         finished, past expires_at        unchanged   purge (result droppe
 forget         finished, past the record's TTL  (deleted)   purge
 =============  ===============================  ==========  ==========
 
+Besides the job's row, each attempt that ends leaves a row in ``job_attempts``
+(``record_attempt``, by the worker that ran it): the job's history, which nothing changes.
+
 A finished job (SUCCESS, FAILURE, CANCELLED) never changes again, except that its result
 is dropped when it expires and its row deleted later still: every statement is guarded by
 the states it may leave. Each transition is one SQLAlchemy Core statement over the ``jobs``
@@ -33,8 +36,10 @@ the result is served until then, and ``410 Gone`` after.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -62,6 +67,7 @@ from sqlalchemy.dialects.postgresql import insert as insert_or_skip
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
+from models.attempt import AttemptOutcome, JobAttempt
 from models.clock import utcnow
 from models.idempotency import IdempotencyKey
 from models.job import FINAL_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
@@ -100,7 +106,8 @@ def describe(exc: BaseException) -> str:
 
 # --- The statements ---------------------------------------------------------------------
 
-#: API: a new job, committed before its message is sent (a worker must find the row).
+#: API: a new job, committed before its message is sent (a worker must find the row);
+#: :traceparent is the submitting request's trace context (None: none).
 SUBMIT = insert(Job).values(
     id=bindparam("id"),
     kind=bindparam("kind"),
@@ -109,6 +116,7 @@ SUBMIT = insert(Job).values(
     created_at=bindparam("now"),
     enqueued_at=bindparam("now"),
     updated_at=bindparam("now"),
+    traceparent=bindparam("traceparent"),
 )
 
 #: API: job :id, a new PENDING job of the same kind as job :retry_of if that one is FAILURE
@@ -118,7 +126,17 @@ SUBMIT = insert(Job).values(
 RETRY = (
     insert_or_skip(Job)
     .from_select(
-        ["id", "kind", "status", "attempts", "created_at", "enqueued_at", "updated_at", "retry_of"],
+        [
+            "id",
+            "kind",
+            "status",
+            "attempts",
+            "created_at",
+            "enqueued_at",
+            "updated_at",
+            "retry_of",
+            "traceparent",
+        ],
         select(
             bindparam("id", type_=Job.id.type),
             Job.kind,
@@ -128,6 +146,8 @@ RETRY = (
             bindparam("now"),
             bindparam("now"),
             Job.id,
+            # The retry belongs to the trace of the request that asked for it.
+            bindparam("traceparent", type_=Job.traceparent.type),
         ).where(
             Job.id == bindparam("retry_of", type_=Job.id.type),
             Job.status.in_(sorted(status.value for status in RETRYABLE_STATUSES)),
@@ -178,8 +198,9 @@ CANCEL = (
     )
 )
 
-#: Worker: take an unfinished job for one attempt (returns its kind, attempt count and
-#: when a cancel was asked for, if one was while an earlier attempt ran). Progress starts
+#: Worker: take an unfinished job for one attempt (returns its kind, attempt count, when a
+#: cancel was asked for, if one was while an earlier attempt ran, and when the job was
+#: created, for its queue wait). Progress starts
 #: afresh. The timestamp itself, not ``IS NOT NULL`` on it: SQLite 3.40 (the zero-setup
 #: run's) answers true to that in a RETURNING clause even for a NULL.
 CLAIM = _transition(
@@ -190,7 +211,7 @@ CLAIM = _transition(
     stage=None,
     progress_done=None,
     progress_total=None,
-).returning(Job.kind, Job.attempts, Job.cancel_requested_at)
+).returning(Job.kind, Job.attempts, Job.cancel_requested_at, Job.created_at)
 
 #: Worker: the running attempt's progress; also a heartbeat (updated_at). Returns when a
 #: cancel was asked for (NULL: not); no row if the job is no longer STARTED (then the work
@@ -351,7 +372,7 @@ def _resend(orphans: bool):  # type: ignore[no-untyped-def]
         update(Job)
         .where(Job.id.in_(_stranded(exhausted=False, orphans=orphans)))
         .values(enqueued_at=bindparam("now"), updated_at=bindparam("now"))
-        .returning(Job.id, Job.kind)
+        .returning(Job.id, Job.kind, Job.traceparent)
     )
 
 
@@ -360,7 +381,7 @@ def _resend(orphans: bool):  # type: ignore[no-untyped-def]
 #: finish as CANCELLED those whose worker died after a cancel was asked for.
 ABANDON = {orphans: _abandon(orphans) for orphans in (False, True)}
 
-#: Reconciler: stamp stranded jobs as sent again (returns each one's id and kind).
+#: Reconciler: stamp stranded jobs as sent again (returns each one's id, kind and trace).
 RESEND = {orphans: _resend(orphans) for orphans in (False, True)}
 
 
@@ -373,12 +394,16 @@ class Claimed(NamedTuple):
     attempts: int
     #: A cancel was asked for while an earlier attempt ran: stop before doing anything.
     cancel_requested: bool
+    #: When the job was submitted, and when this attempt started (both naive UTC).
+    created_at: datetime
+    started_at: datetime
 
 
 def claim(conn: Connection, job_id: uuid.UUID) -> Claimed | None:
     """STARTED for one more attempt, or None if the job is missing or finished."""
-    row = conn.execute(CLAIM, {"job_id": job_id, "now": utcnow()}).one_or_none()
-    return None if row is None else Claimed(row[0], row[1], row[2] is not None)
+    now = utcnow()
+    row = conn.execute(CLAIM, {"job_id": job_id, "now": now}).one_or_none()
+    return None if row is None else Claimed(row[0], row[1], row[2] is not None, row[3], now)
 
 
 def status(conn: Connection, job_id: uuid.UUID) -> str | None:
@@ -429,9 +454,58 @@ def stop(conn: Connection, job_id: uuid.UUID, keep: timedelta) -> bool:
     return bool(done.rowcount)
 
 
+#: Worker: the attempt that just ended, on record (see models.attempt).
+RECORD_ATTEMPT = insert(JobAttempt).values(
+    job_id=bindparam("job_id"),
+    attempt=bindparam("attempt"),
+    started_at=bindparam("started_at"),
+    finished_at=bindparam("now"),
+    outcome=bindparam("outcome"),
+    error=bindparam("error"),
+    worker=bindparam("worker"),
+)
+
+#: Worker: job :failed_job's last attempt, recorded as a retry, was its last: Dramatiq gave up on
+#: the message (retries exhausted) and the job is FAILURE.
+LAST_ATTEMPT_FINAL = (
+    update(JobAttempt)
+    .where(
+        JobAttempt.job_id == bindparam("failed_job"),
+        JobAttempt.outcome == AttemptOutcome.RETRY.value,
+        JobAttempt.attempt
+        == select(Job.attempts).where(Job.id == bindparam("failed_job")).scalar_subquery(),
+    )
+    .values(outcome=AttemptOutcome.FAILURE.value)
+)
+
+def record_attempt(
+    conn: Connection,
+    job_id: uuid.UUID,
+    claimed: Claimed,
+    outcome: AttemptOutcome,
+    error: str | None = None,
+) -> None:
+    """Put the attempt ``claimed`` began on record as ended now with ``outcome``."""
+    conn.execute(
+        RECORD_ATTEMPT,
+        {
+            "job_id": job_id,
+            "attempt": claimed.attempts,
+            "started_at": claimed.started_at,
+            "now": utcnow(),
+            "outcome": outcome.value,
+            "error": None if error is None else error[:MAX_ERROR_LENGTH],
+            # The pid of the process running it, not of the one that imported this module.
+            "worker": f"{socket.gethostname()}:{os.getpid()}"[:64],
+        },
+    )
+
+
 class Resent(NamedTuple):
     id: uuid.UUID
     kind: str
+    #: The trace the job was submitted in (sent on with it), if any.
+    traceparent: str | None
 
 
 class Reconciled(NamedTuple):
@@ -459,7 +533,10 @@ def reconcile(engine: Engine, settings: JobSettings, *, recover_all: bool = Fals
     with engine.begin() as conn:
         orphans = conn.dialect.name == "postgresql"
         abandoned = [row.id for row in conn.execute(ABANDON[orphans], params)]
-        resent = [Resent(row.id, row.kind) for row in conn.execute(RESEND[orphans], params)]
+        resent = [
+            Resent(row.id, row.kind, row.traceparent)
+            for row in conn.execute(RESEND[orphans], params)
+        ]
     return Reconciled(resent=resent, abandoned=abandoned)
 
 

@@ -59,17 +59,31 @@ def build_broker(
     return broker
 
 
-def job_message(queue_name: str, kind: str, job_id: uuid.UUID) -> dramatiq.Message:
-    """The message that asks a worker to run job ``job_id`` of ``kind``."""
+#: The message option that carries the job's W3C trace context (``traceparent``) to the
+#: worker. Options travel inside the encoded message on every broker (Redis, SQS, memory).
+TRACEPARENT_OPTION = "traceparent"
+
+
+def job_message(
+    queue_name: str, kind: str, job_id: uuid.UUID, traceparent: str | None = None
+) -> dramatiq.Message:
+    """The message that asks a worker to run job ``job_id`` of ``kind``, in the trace
+    ``traceparent`` names (if any)."""
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=ACTOR_BY_KIND[kind],
         args=(str(job_id),),
         kwargs={},
-        options={},
+        options={} if traceparent is None else {TRACEPARENT_OPTION: traceparent},
     )
 
 
-def send_job(broker: dramatiq.Broker, queue_name: str, kind: str, job_id: uuid.UUID) -> None:
+def send_job(
+    broker: dramatiq.Broker,
+    queue_name: str,
+    kind: str,
+    job_id: uuid.UUID,
+    traceparent: str | None = None,
+) -> None:
     """Send job ``job_id`` to the actor of its kind: the one way every sender sends a job."""
-    broker.enqueue(job_message(queue_name, kind, job_id))
+    broker.enqueue(job_message(queue_name, kind, job_id, traceparent))

@@ -35,7 +35,7 @@ def reconcile_and_send(
     """
     done = lifecycle.reconcile(engine, settings.jobs, recover_all=recover_all)
     for job in done.resent:
-        send_job(broker, settings.broker.queue_name, job.kind, job.id)
+        send_job(broker, settings.broker.queue_name, job.kind, job.id, job.traceparent)
     return done
 
 

@@ -34,7 +34,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, func, select
 
-from models import lifecycle
+from models import AttemptOutcome, lifecycle
 from models.engine import connect_autocommit
 from workers.errors import JobCancelled, PermanentJobError
 
@@ -130,7 +130,7 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                 return _stop(conn, job_id, job, keep, started)
             except BaseException as exc:
                 final = isinstance(exc, PermanentJobError)
-                _record_failure(conn, job_id, exc, final=final, keep=keep)
+                _record_failure(conn, job_id, job, exc, final=final, keep=keep)
                 log.warning(
                     "job finished" if final else "job attempt failed",
                     outcome="failure" if final else "retry",
@@ -141,6 +141,8 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                 )
                 raise
             recorded = lifecycle.succeed(conn, job_id, result, keep)
+            if recorded:
+                lifecycle.record_attempt(conn, job_id, job, AttemptOutcome.SUCCESS)
             conn.commit()
             if not recorded:
                 # A cancel asked for after the last progress write (the client was told the
@@ -173,6 +175,10 @@ def _stop(
     """CANCELLED if a cancel was asked for (outcome ``cancelled``); otherwise the job had
     finished meanwhile and is left as it is (``skipped-finished``)."""
     stopped = lifecycle.stop(conn, job_id, keep)
+    if stopped:
+        lifecycle.record_attempt(
+            conn, job_id, job, AttemptOutcome.CANCELLED, lifecycle.CANCELLED_REASON
+        )
     conn.commit()
     if not stopped:
         log.warning(
@@ -216,12 +222,21 @@ def _ms_since(started: float) -> float:
 
 
 def _record_failure(
-    conn: Connection, job_id: uuid.UUID, exc: BaseException, *, final: bool, keep: timedelta
+    conn: Connection,
+    job_id: uuid.UUID,
+    job: lifecycle.Claimed,
+    exc: BaseException,
+    *,
+    final: bool,
+    keep: timedelta,
 ) -> None:
     """Best effort: if the database itself is the failure, the reconciler will catch up."""
     try:
         conn.rollback()  # whatever the work left open
-        lifecycle.fail(conn, job_id, lifecycle.describe(exc), final=final, keep=keep)
+        reason = lifecycle.describe(exc)
+        if lifecycle.fail(conn, job_id, reason, final=final, keep=keep):
+            outcome = AttemptOutcome.FAILURE if final else AttemptOutcome.RETRY
+            lifecycle.record_attempt(conn, job_id, job, outcome, reason)
         conn.commit()
     except Exception as db_exc:
         log.warning("could not record job failure", error=lifecycle.describe(db_exc))
@@ -236,6 +251,9 @@ def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str, *, keep: timedel
 
     def fail(conn: Connection) -> bool:
         failed = lifecycle.fail(conn, job_id, reason, final=True, keep=keep)
+        if failed:
+            # Its last attempt went on record as a retry: it was the last.
+            conn.execute(lifecycle.LAST_ATTEMPT_FINAL, {"failed_job": job_id})
         conn.commit()
         return failed
 

@@ -80,7 +80,9 @@ class CalendarJobController(Controller):
         job_id = uuid.uuid4()
         # Committed first (the insert is its own transaction): a worker that receives the
         # message must find the row.
-        await jobs.db.execute(queries.INSERT_JOB, id=job_id, kind=JobKind.ICAL.value, now=utcnow())
+        await jobs.db.execute(
+            queries.INSERT_JOB, id=job_id, kind=JobKind.ICAL.value, now=utcnow(), traceparent=None
+        )
         await jobs.send(
             JobKind.ICAL,
             job_id,

@@ -328,7 +328,9 @@ class JobController(Controller):
         new_id = uuid.uuid4()
         # A new job, committed before its message is sent (as a submission is): a worker
         # that receives the message must find the row.
-        row = await jobs.db.execute(queries.RETRY_JOB, id=new_id, retry_of=parsed, now=utcnow())
+        row = await jobs.db.execute(
+            queries.RETRY_JOB, id=new_id, retry_of=parsed, now=utcnow(), traceparent=None
+        )
         if row is None:
             raise await _retry_refused(jobs, request, parsed)
         kind, *columns = row

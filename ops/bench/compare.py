@@ -237,7 +237,8 @@ def peak_rss_mib(pattern: str) -> float | None:
 
 
 def reset(database: str, *, jobs: bool) -> None:
-    psql(database, "TRUNCATE todos" + (", jobs" if jobs else "") + " RESTART IDENTITY")
+    tables = "todos, jobs, job_attempts" if jobs else "todos"
+    psql(database, f"TRUNCATE {tables} RESTART IDENTITY")
 
 
 _FILL = (

@@ -85,7 +85,7 @@ def start(env: dict[str, str], todos: int, port: int) -> tuple[list[subprocess.P
     url = env["DATABASE_URL"]
     for step in (["ops/dev/create_database.py"], ["-m", "alembic", "upgrade", "head"]):
         subprocess.run([str(BIN / "python"), *step], cwd=ROOT, env=env, check=True)
-    psql(url, "TRUNCATE todos, jobs, idempotency_keys RESTART IDENTITY")
+    psql(url, "TRUNCATE todos, jobs, job_attempts, idempotency_keys RESTART IDENTITY")
     psql(url, _TODOS.replace(":count", str(int(todos))))
     psql(url, "VACUUM ANALYZE jobs")
     log = Path(tempfile.mkstemp(prefix="retention-", suffix=".log")[1])

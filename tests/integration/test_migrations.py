@@ -18,6 +18,8 @@ from models import Base, Job, schema
 from models.settings import normalise_database_url
 from tests.services import ROOT, migrate, scratch_database
 
+ALL_TABLES = {"alembic_version", "idempotency_keys", "job_attempts", "jobs", "todos"}
+
 
 def engine_for(url: str):  # type: ignore[no-untyped-def]
     return create_engine(normalise_database_url(url), poolclass=pool.NullPool)
@@ -29,9 +31,9 @@ def test_upgrade_head_downgrade_base_and_back_on_an_empty_database():
         env = {**os.environ, "DATABASE_URL": url}
         alembic = [sys.executable, "-m", "alembic"]
         for args, tables in (
-            (["upgrade", "head"], {"alembic_version", "idempotency_keys", "jobs", "todos"}),
+            (["upgrade", "head"], ALL_TABLES),
             (["downgrade", "base"], {"alembic_version"}),
-            (["upgrade", "head"], {"alembic_version", "idempotency_keys", "jobs", "todos"}),
+            (["upgrade", "head"], ALL_TABLES),
         ):
             done = subprocess.run(
                 alembic + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
@@ -87,6 +89,7 @@ def test_migrations_run_on_sqlite_both_ways_and_match_the_models(tmp_path):  # t
     assert set(inspect(engine).get_table_names()) == {
         "alembic_version",
         "idempotency_keys",
+        "job_attempts",
         "jobs",
         "todos",
     }

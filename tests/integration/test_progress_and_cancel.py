@@ -265,7 +265,9 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 def sqlite_job(engine: Engine) -> uuid.UUID:
     job_id = uuid.uuid4()
     with engine.begin() as conn:
-        conn.execute(lifecycle.SUBMIT, {"id": job_id, "kind": "ical", "now": utcnow()})
+        conn.execute(
+            lifecycle.SUBMIT, {"id": job_id, "kind": "ical", "now": utcnow(), "traceparent": None}
+        )
     return job_id
 
 
@@ -295,7 +297,10 @@ def test_the_worker_transitions_work_on_sqlite(sqlite_engine: Engine):
     """claim, report, a cancel while running, report saying stop, stop; succeed refused."""
     job_id = sqlite_job(sqlite_engine)
     with sqlite_engine.connect() as conn:
-        assert lifecycle.claim(conn, job_id) == lifecycle.Claimed("ical", 1, False)
+        claimed = lifecycle.claim(conn, job_id)
+        assert claimed is not None
+        assert (claimed.kind, claimed.attempts, claimed.cancel_requested) == ("ical", 1, False)
+        assert claimed.created_at <= claimed.started_at
         assert lifecycle.report(conn, job_id, "rendering", 10, 20) is True
         conn.commit()
     cancel(sqlite_engine, job_id)

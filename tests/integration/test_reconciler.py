@@ -160,7 +160,7 @@ def test_stranded_jobs_are_sent_to_the_actor_of_their_kind(
         worker.stop()
         broker.close()
     assert sorted(done.resent) == sorted(
-        [lifecycle.Resent(calendar_job, "ical"), lifecycle.Resent(echo_job, "echo")]
+        [lifecycle.Resent(calendar_job, "ical", None), lifecycle.Resent(echo_job, "echo", None)]
     )
     assert received == {"echo_job": [str(echo_job)], "render_calendar": [str(calendar_job)]}
 
