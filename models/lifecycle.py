@@ -478,6 +478,7 @@ LAST_ATTEMPT_FINAL = (
     .values(outcome=AttemptOutcome.FAILURE.value)
 )
 
+
 def record_attempt(
     conn: Connection,
     job_id: uuid.UUID,

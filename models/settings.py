@@ -500,6 +500,54 @@ class WorkerSettings(_FromEnv):
 
 
 @dataclass(frozen=True, repr=False)
+class TelemetrySettings(_FromEnv):
+    """Metrics and traces. Trace ids are always made, carried and logged; spans are only
+    recorded and exported when an OTLP endpoint is set."""
+
+    otlp_endpoint: str | None = env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTLP/HTTP collector traces are exported to (e.g. http://127.0.0.1:4318); unset: "
+        "spans are neither recorded nor exported, trace ids still travel with each job",
+        None,
+    )
+    service_name: str | None = env(
+        "OTEL_SERVICE_NAME",
+        "service name on exported spans; default taskoverflow-api or taskoverflow-worker",
+        None,
+    )
+    worker_metrics_host: str = env(
+        "WORKER_METRICS_HOST",
+        "address the worker pool's Prometheus /metrics listens on (0.0.0.0 in containers)",
+        "127.0.0.1",
+    )
+    worker_metrics_port: int = env(
+        "WORKER_METRICS_PORT",
+        "port of the worker pool's Prometheus /metrics (one endpoint for all its "
+        "processes); 0: none",
+        9191,
+    )
+    metrics_emf: bool = env(
+        "METRICS_EMF",
+        "workers also write each job's metrics as a CloudWatch Embedded Metric Format log "
+        "line (on AWS: CloudWatch turns them into metrics, no agent needed)",
+        False,
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ConfigError(
+                f"WORKER_METRICS_PORT must be between 0 and 65535, not {self.worker_metrics_port}"
+            )
+        if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL (OTLP/HTTP), "
+                f"not {self.otlp_endpoint!r}"
+            )
+
+
+@dataclass(frozen=True, repr=False)
 class ZeroSetupSettings(_FromEnv):
     port: int = env(
         "PORT", "zero-setup run (`make run`): port of the page and the API on 127.0.0.1", 6400
@@ -549,6 +597,7 @@ class Settings:
     log: LogSettings
     deploy: DeploySettings = field(default_factory=DeploySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     zero_setup: ZeroSetupSettings = field(default_factory=ZeroSetupSettings)
 
     def __post_init__(self) -> None:
@@ -585,6 +634,7 @@ class Settings:
             log=LogSettings.from_env(environ),
             deploy=DeploySettings.from_env(environ),
             worker=WorkerSettings.from_env(environ),
+            telemetry=TelemetrySettings.from_env(environ),
             zero_setup=ZeroSetupSettings.from_env(environ),
         )
 
