@@ -140,9 +140,7 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                     duration_ms=_ms_since(started),
                 )
                 raise
-            recorded = lifecycle.succeed(conn, job_id, result, keep)
-            if recorded:
-                lifecycle.record_attempt(conn, job_id, job, AttemptOutcome.SUCCESS)
+            recorded = lifecycle.succeed_attempt(conn, job_id, job, result, keep)
             conn.commit()
             if not recorded:
                 # A cancel asked for after the last progress write (the client was told the
