@@ -33,6 +33,8 @@ SEED = 20_240_419
 #: cancel, retry, read, cancel... with every other link of the API to choose from at each
 #: step: longer scenarios reach its far end (a retry) in every run, not only in some.
 STATEFUL_MAX_STEPS = 30
+#: The worker's idle poll during the run (Dramatiq's dramatiq_worker_timeout, ms).
+WALK_POLL_MS = "3000"
 #: Gives every schema-valid Idempotency-Key a fresh value (the module says why).
 HOOKS = "tests.integration.schemathesis_hooks"
 
@@ -47,8 +49,12 @@ def test_every_schemathesis_check_passes(
     """`st run --checks all` over the served schema: every operation tested, in every phase
     that applies, and not one failure or error; the stateful phase walks the jobs' links
     (submit, cancel, retry) with real ids."""
-    # A worker, so calendar jobs can finish and their results be checked too.
-    processes.append(start_worker(service_env))
+    # A worker, so calendar jobs can finish and their results be checked too. It looks for
+    # messages every WALK_POLL_MS when idle: long beside a walk's steps (milliseconds), so a
+    # job the walk submits is still queued when the walk's next steps cancel and retry it.
+    # With the default 50 ms poll a small job often finished first, the cancel was refused
+    # (rightly: 409), and whether the walk reached a cancel and a retry was a race.
+    processes.append(start_worker({**service_env, "dramatiq_worker_timeout": WALK_POLL_MS}))
     report = tmp_path / "schemathesis.json"
     config = tmp_path / "schemathesis.toml"
     config.write_text(f"[phases.stateful]\nmax-steps = {STATEFUL_MAX_STEPS}\n")
