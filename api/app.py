@@ -28,15 +28,19 @@ from litestar.types import (
     Scope,
     Send,
 )
+from litestar.utils import normalize_path
 
+from api.backlog import BacklogReader, backlog_reader
 from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
 from api.http_methods import rfc9110_methods
 from api.idempotency import IdempotencyKeys
 from api.job_context import Jobs
 from api.job_events import JobEvents
+from api.metrics import HttpMetrics, metrics_route
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController
+from api.routes.console import ConsoleController
 from api.routes.health import health, ready
 from api.routes.job_events import job_events
 from api.routes.jobs import JobController
@@ -46,23 +50,33 @@ from api.state import CrashAfterCommitSender, JobSender
 from models.log_config import configure_logging
 from models.queue import build_broker
 from models.settings import ConfigError, Settings
+from models.tracing import configure_tracing, shutdown_tracing
 
 log = structlog.get_logger("api")
 
 #: Where create_app leaves the app's IdempotencyKeys (app.state) for _http_entry.
 IDEMPOTENCY_KEYS = "idempotency_keys"
+#: Where create_app leaves the app's HttpMetrics (app.state) for _http_entry.
+HTTP_METRICS = "http_metrics"
 
 
 class TaskOverflowApp(Litestar):
     """Litestar, with every HTTP request passing our outer layers before Litestar routes it:
-    the access log (so it records every request, those routing refuses included) and HEAD and
-    ``Allow`` as RFC 9110 has them (api.http_methods), which must act before routing."""
+    the request metrics and the access log (so they count every request, those routing
+    refuses included) and HEAD and ``Allow`` as RFC 9110 has them (api.http_methods), which
+    must act before routing."""
 
     @cached_property
     def _http_entry(self) -> ASGIApp:
         # Idempotency-Key on the creating POSTs (api.idempotency), set up by create_app.
         inner = self.state[IDEMPOTENCY_KEYS].wrap(super().__call__)
-        return request_log_middleware(rfc9110_methods(self, inner))
+        metrics: HttpMetrics = self.state[HTTP_METRICS]
+        return metrics.layer(request_log_middleware(rfc9110_methods(self, inner)), self._route_of)
+
+    def _route_of(self, path: str, method: str) -> str:
+        """The path template ``path`` routes to for ``method`` (Litestar's cached routing);
+        raises if none does. For requests not routed on the scope the metrics see."""
+        return self.asgi_router.handle_routing(normalize_path(path), method)[4]
 
     async def __call__(
         self,
@@ -81,6 +95,15 @@ def _constant(value: Any) -> Provide:
     return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
 
+def _backlog_or_none(sender: JobSender) -> BacklogReader | None:
+    """The broker-depth reader of ``sender``'s queue, None for a broker it cannot read (a
+    test's stand-in): /metrics then has the database's backlog only."""
+    try:
+        return backlog_reader(sender)
+    except TypeError:
+        return None
+
+
 def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> Litestar:
     """An app for ``settings``. Nothing connects until the first request needs to.
 
@@ -96,6 +119,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
     sender = sender_class(broker or build_broker(settings.broker), settings.broker.queue_name)
     db = Database(engine)
     events = JobEvents(engine)  # job change notifications for the events streams
+    http_metrics = HttpMetrics()
 
     def size_thread_pool() -> None:
         # Handlers are async; the threads only make broker sends (blocking clients). Sized
@@ -117,7 +141,9 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             TodoController,
             CalendarJobController,
             JobController,
+            ConsoleController,
             job_events,
+            metrics_route(http_metrics, db, _backlog_or_none(sender)),
             *page_routes(),
         ],
         # What handlers use, by parameter name and type (``db: NamedDependency[Database]``).
@@ -132,7 +158,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         on_shutdown=[release],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.api.max_body_bytes,
-        state=State({IDEMPOTENCY_KEYS: IdempotencyKeys(db, settings)}),
+        state=State({IDEMPOTENCY_KEYS: IdempotencyKeys(db, settings), HTTP_METRICS: http_metrics}),
         openapi_config=OpenAPIConfig(
             title="TaskOverflow",
             version="1.0.0",
@@ -151,4 +177,9 @@ def create_app_from_env() -> Litestar:
     except ConfigError as exc:
         raise SystemExit(f"taskoverflow api: configuration error: {exc}") from None
     configure_logging(settings.log, process="api")
-    return create_app(settings)
+    configure_tracing(settings.telemetry, process="api")
+    app = create_app(settings)
+    # Export the spans still batched at shutdown: uvicorn ends by re-raising SIGTERM, which
+    # skips the exit hooks.
+    app.on_shutdown.append(shutdown_tracing)
+    return app

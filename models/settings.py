@@ -532,6 +532,11 @@ class TelemetrySettings(_FromEnv):
         "line (on AWS: CloudWatch turns them into metrics, no agent needed)",
         False,
     )
+    metrics_namespace: str = env(
+        "METRICS_NAMESPACE",
+        "CloudWatch namespace of the workers' EMF metrics (Terraform: TaskOverflow/<name>)",
+        "TaskOverflow",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.worker_metrics_port <= 65535:

@@ -34,8 +34,9 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import BigInteger, Connection, Engine, bindparam, func, select
 
-from models import AttemptOutcome, lifecycle
+from models import AttemptOutcome, JobStatus, lifecycle
 from models.engine import connect_autocommit
+from workers import metrics as job_metrics
 from workers.errors import JobCancelled, PermanentJobError
 
 log = structlog.get_logger("workers.runner")
@@ -116,6 +117,7 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                 status = lifecycle.status(conn, job_id)
                 log.info("job skipped", reason=f"already {status}" if status else "no such job")
                 return "skipped-finished" if status else "skipped-missing"
+            job_metrics.job_claimed(job)
             started = time.perf_counter()
             if job.cancel_requested:
                 # Asked to stop while an earlier attempt ran (which then died): nothing to do.
@@ -130,7 +132,13 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                 return _stop(conn, job_id, job, keep, started)
             except BaseException as exc:
                 final = isinstance(exc, PermanentJobError)
-                _record_failure(conn, job_id, job, exc, final=final, keep=keep)
+                settled = _record_failure(conn, job_id, job, exc, final=final, keep=keep)
+                job_metrics.attempt_ended(
+                    job,
+                    AttemptOutcome.FAILURE if final else AttemptOutcome.RETRY,
+                    time.perf_counter() - started,
+                    finished=JobStatus.FAILURE if final and settled else None,
+                )
                 log.warning(
                     "job finished" if final else "job attempt failed",
                     outcome="failure" if final else "retry",
@@ -148,6 +156,12 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                 # meanwhile (abandoned, failed by another copy's last retry): a finished job
                 # never changes, so this result is dropped, and said so.
                 return _stop(conn, job_id, job, keep, started, dropped=len(result))
+            job_metrics.attempt_ended(
+                job,
+                AttemptOutcome.SUCCESS,
+                time.perf_counter() - started,
+                finished=JobStatus.SUCCESS,
+            )
             log.info(
                 "job finished",
                 outcome="success",
@@ -184,6 +198,9 @@ def _stop(
             reason="the job finished meanwhile",
         )
         return "skipped-finished"
+    job_metrics.attempt_ended(
+        job, AttemptOutcome.CANCELLED, time.perf_counter() - started, finished=JobStatus.CANCELLED
+    )
     log.info(
         "job finished",
         outcome="cancelled",
@@ -227,17 +244,21 @@ def _record_failure(
     *,
     final: bool,
     keep: timedelta,
-) -> None:
-    """Best effort: if the database itself is the failure, the reconciler will catch up."""
+) -> bool:
+    """Best effort: if the database itself is the failure, the reconciler will catch up.
+    True if recorded (False: the job had finished meanwhile, or the database failed)."""
     try:
         conn.rollback()  # whatever the work left open
         reason = lifecycle.describe(exc)
-        if lifecycle.fail(conn, job_id, reason, final=final, keep=keep):
+        failed = lifecycle.fail(conn, job_id, reason, final=final, keep=keep)
+        if failed:
             outcome = AttemptOutcome.FAILURE if final else AttemptOutcome.RETRY
             lifecycle.record_attempt(conn, job_id, job, outcome, reason)
         conn.commit()
     except Exception as db_exc:
         log.warning("could not record job failure", error=lifecycle.describe(db_exc))
+        return False
+    return failed
 
 
 def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str, *, keep: timedelta) -> bool:

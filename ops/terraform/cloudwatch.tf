@@ -1,29 +1,13 @@
-# --- CloudWatch: job metrics from the workers' "job finished" log events, alarms, dashboard --
+# --- CloudWatch: the workers' job metrics (Embedded Metric Format), alarms, dashboard -------
 
 locals {
+  # The workers run with METRICS_EMF=true and METRICS_NAMESPACE = this (ecs.tf) and write one
+  # EMF line per ended job attempt to their log group; CloudWatch Logs turns each into metrics
+  # (no agent, no metric filter). Names and dimensions: workers/metrics.py (EMF_*, DIM_*);
+  # tests/unit/test_metric_names.py holds both sides to them.
   metrics_namespace = "TaskOverflow/${var.name}"
-  # workers/runner.py and workers/middleware.py log one JSON event per finished job:
-  # {"event": "job finished", "outcome": "success"|"failure", "duration_ms": ..., ...}
-  job_metric_filters = {
-    JobsSucceeded = { pattern = "{ ($.event = \"job finished\") && ($.outcome = \"success\") }", value = "1" }
-    JobsFailed    = { pattern = "{ ($.event = \"job finished\") && ($.outcome = \"failure\") }", value = "1" }
-    JobDurationMs = { pattern = "{ ($.event = \"job finished\") && ($.outcome = \"success\") }", value = "$.duration_ms" }
-  }
-}
-
-resource "aws_cloudwatch_log_metric_filter" "jobs" {
-  for_each = local.job_metric_filters
-
-  name           = "${var.name}-${each.key}"
-  log_group_name = aws_cloudwatch_log_group.app["worker"].name
-  pattern        = each.value.pattern
-
-  metric_transformation {
-    name      = each.key
-    namespace = local.metrics_namespace
-    value     = each.value.value
-    unit      = each.key == "JobDurationMs" ? "Milliseconds" : "Count"
-  }
+  # Every job kind (models.job.JobKind): alarms and widgets are per kind (the Kind dimension).
+  job_kinds = ["ical"]
 }
 
 resource "aws_sns_topic" "alarms" {
@@ -104,10 +88,13 @@ resource "aws_cloudwatch_metric_alarm" "api_unhealthy" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "jobs_failing" {
-  alarm_name          = "${var.name}-jobs-failing"
-  alarm_description   = "Calendar jobs ended FAILURE in the last 5 minutes (the job rows' error column says why)."
+  for_each = toset(local.job_kinds)
+
+  alarm_name          = "${var.name}-${each.key}-jobs-failing"
+  alarm_description   = "${each.key} jobs ended FAILURE in the last 5 minutes (the job rows' error column, and the console, say why)."
   namespace           = local.metrics_namespace
-  metric_name         = "JobsFailed"
+  metric_name         = "JobsFinished"
+  dimensions          = { Kind = each.key, Status = "FAILURE" }
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1
@@ -115,6 +102,27 @@ resource "aws_cloudwatch_metric_alarm" "jobs_failing" {
   threshold           = 0
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+resource "aws_cloudwatch_metric_alarm" "queue_wait_p95" {
+  for_each = toset(local.job_kinds)
+
+  alarm_name         = "${var.name}-${each.key}-queue-wait-p95"
+  alarm_description  = "95 % of ${each.key} jobs waited over ${var.queue_wait_p95_alarm_ms} ms for a worker, three 5-minute periods in a row: the pool is too small (see its autoscaling max), stuck, or failing to start."
+  namespace          = local.metrics_namespace
+  metric_name        = "QueueWait"
+  dimensions         = { Kind = each.key }
+  extended_statistic = "p95"
+  # A handful of jobs make a meaningless p95: such periods leave the alarm as it is.
+  evaluate_low_sample_count_percentiles = "ignore"
+  period                                = 300
+  evaluation_periods                    = 3
+  comparison_operator                   = "GreaterThanThreshold"
+  threshold                             = var.queue_wait_p95_alarm_ms
+  treat_missing_data                    = "notBreaching"
+  alarm_actions                         = [aws_sns_topic.alarms.arn]
+  ok_actions                            = [aws_sns_topic.alarms.arn]
 }
 
 resource "aws_cloudwatch_dashboard" "main" {
@@ -138,26 +146,41 @@ resource "aws_cloudwatch_dashboard" "main" {
       {
         type = "metric", x = 12, y = 0, width = 12, height = 6
         properties = {
-          title  = "Jobs per minute"
+          title  = "Jobs finished per minute"
           region = var.region
           stat   = "Sum"
           period = 60
-          metrics = [
-            [local.metrics_namespace, "JobsSucceeded", { label = "succeeded" }],
-            [local.metrics_namespace, "JobsFailed", { label = "failed" }],
-          ]
+          metrics = flatten([for kind in local.job_kinds : [
+            for status in ["SUCCESS", "FAILURE", "CANCELLED"] :
+            [local.metrics_namespace, "JobsFinished", "Kind", kind, "Status", status, { label = "${kind} ${status}" }]
+          ]])
         }
       },
       {
         type = "metric", x = 0, y = 6, width = 12, height = 6
         properties = {
-          title  = "Job duration (ms)"
+          title  = "Queue wait and run time (ms)"
           region = var.region
           period = 60
-          metrics = [
-            [local.metrics_namespace, "JobDurationMs", { stat = "p50", label = "p50" }],
-            [local.metrics_namespace, "JobDurationMs", { stat = "p95", label = "p95" }],
-          ]
+          metrics = flatten([for kind in local.job_kinds : [
+            [local.metrics_namespace, "QueueWait", "Kind", kind, { stat = "p50", label = "${kind} queue wait p50" }],
+            [local.metrics_namespace, "QueueWait", "Kind", kind, { stat = "p95", label = "${kind} queue wait p95" }],
+            [local.metrics_namespace, "RunTime", "Kind", kind, "Outcome", "success", { stat = "p50", label = "${kind} run time p50" }],
+            [local.metrics_namespace, "RunTime", "Kind", kind, "Outcome", "success", { stat = "p95", label = "${kind} run time p95" }],
+          ]])
+        }
+      },
+      {
+        type = "metric", x = 0, y = 18, width = 24, height = 6
+        properties = {
+          title  = "Job attempts per minute, by how they ended"
+          region = var.region
+          stat   = "Sum"
+          period = 60
+          metrics = flatten([for kind in local.job_kinds : [
+            for outcome in ["success", "retry", "failure", "cancelled"] :
+            [local.metrics_namespace, "Attempts", "Kind", kind, "Outcome", outcome, { label = "${kind} ${outcome}" }]
+          ]])
         }
       },
       {

@@ -91,6 +91,11 @@ locals {
         WORKER_PROCESSES           = "1"
         DRAMATIQ_THREADS           = tostring(var.worker_threads)
         WORKER_SHUTDOWN_TIMEOUT_MS = tostring(local.worker_shutdown_ms)
+        # Job metrics as CloudWatch EMF log lines, read by the alarms and dashboard
+        # (cloudwatch.tf). Nothing scrapes Prometheus on ECS: no /metrics process.
+        METRICS_EMF         = "true"
+        METRICS_NAMESPACE   = local.metrics_namespace
+        WORKER_METRICS_PORT = "0"
       }) : { name = k, value = v }]
       # SIGTERM first; Dramatiq hands running jobs back within WORKER_SHUTDOWN_TIMEOUT_MS and
       # its consumers finish their long poll, all before ECS's SIGKILL at stopTimeout.

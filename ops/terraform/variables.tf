@@ -175,6 +175,12 @@ variable "worker_memory" {
   default     = 2048
 }
 
+variable "queue_wait_p95_alarm_ms" {
+  description = "Alarm when the 95th percentile of jobs' queue wait (submission to first claim, ms) stays above this for 15 minutes."
+  type        = number
+  default     = 60000
+}
+
 variable "backlog_per_worker_target" {
   description = "Autoscaling target: visible job messages per running worker task."
   type        = number

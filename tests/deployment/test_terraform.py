@@ -288,12 +288,5 @@ def test_workers_scale_on_backlog_per_task():
     assert "visible / tasks" in policy
 
 
-def test_job_metrics_match_the_workers_log_events():
-    """Metric filters look for the "job finished" event the workers really log."""
-    filters = json.dumps(locals_()["job_metric_filters"])
-    assert "job finished" in filters
-    assert "$.outcome" in filters
-    for source in ("workers/runner.py", "workers/middleware.py"):
-        assert '"job finished"' in Path(ROOT, source).read_text()
-    assert 'outcome="success"' in Path(ROOT, "workers/runner.py").read_text()
-    assert 'outcome="failure"' in Path(ROOT, "workers/middleware.py").read_text()
+# The job metrics' names, dimensions and namespace: tests/unit/test_metric_names.py (the
+# workers write them as CloudWatch EMF lines; no log metric filters any more).

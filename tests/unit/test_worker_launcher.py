@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 from models.settings import WorkerSettings
 from tests.processes import BIN, run
-from workers.__main__ import dramatiq_argv, dramatiq_environ
+from workers.__main__ import (
+    METRICS_DIR_PREFIX,
+    dramatiq_argv,
+    dramatiq_environ,
+    fresh_metrics_dir,
+)
 
 
 def test_counts_and_shutdown_timeout_come_from_the_environment():
@@ -58,3 +67,26 @@ def test_dramatiq_runs_with_short_polling_and_lean_malloc_unless_told_otherwise(
     assert env["DRAMATIQ_THREADS"] == "3"
     told = dramatiq_environ({"MALLOC_ARENA_MAX": "4", "dramatiq_worker_timeout": "200"})
     assert (told["dramatiq_worker_timeout"], told["MALLOC_ARENA_MAX"]) == ("200", "4")
+
+
+def test_each_pool_gets_a_fresh_metrics_dir_and_ended_pools_lose_theirs(tmp_path):  # type: ignore[no-untyped-def]
+    """A directory named for a pid that has ended goes; one of a live process stays."""
+    dead_pid = _ended_pid()
+    gone = tmp_path / f"{METRICS_DIR_PREFIX}{dead_pid}-abc"
+    kept = tmp_path / f"{METRICS_DIR_PREFIX}1-abc"  # pid 1 is always alive
+    other = tmp_path / "something-else"
+    for path in (gone, kept, other):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"x")
+    made = Path(fresh_metrics_dir(str(tmp_path)))
+    assert made.name.startswith(f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+    assert list(made.iterdir()) == []
+    assert not gone.exists()
+    assert kept.exists()
+    assert other.exists()
+
+
+def _ended_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
