@@ -89,6 +89,7 @@ JOB_COLUMNS = (
     Job.progress_total,
     Job.cancel_requested_at,
     Job.retry_of,
+    Job.traceparent,
 )
 
 #: One job as the jobs resource shows it (also what the events stream re-reads).

@@ -1,4 +1,11 @@
-"""Request ids and one access-log line per request (a plain ASGI middleware: cheap)."""
+"""Request ids, the request's trace span and one access-log line per request (a plain ASGI
+middleware: cheap).
+
+Every request is a SERVER span (models.tracing) that continues an incoming W3C
+``traceparent`` header, or starts a trace; its trace id is bound to every log line of the
+request, the access line included. With tracing off (no OTLP endpoint) the span records
+nothing: it only gives the request its ids.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,10 @@ from typing import cast
 
 import structlog
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from opentelemetry import context, trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from models import tracing
 
 log = structlog.get_logger("api.access")
 
@@ -20,10 +31,23 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
+        http = cast("HTTPScope", scope)
+        method = http["method"]
+        headers = dict(scope["headers"])
         # Keep an upstream id (load balancer, client) if it is sane; else make one.
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        traceparent = headers.get(b"traceparent")
+        parent = tracing.parent_context(
+            None if traceparent is None else traceparent.decode("latin-1"),
+            headers.get(b"tracestate", b"").decode("latin-1") or None,
+        )
+        # Named for the method until routing has found the route (see the end).
+        span = tracing.start_span(method, parent, SpanKind.SERVER)
+        # Current for the request: a job it submits is sent in a child of this span.
+        token = context.attach(trace.set_span_in_context(span))
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
         started = time.perf_counter()
         status = 500
 
@@ -39,14 +63,43 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
 
         try:
             await app(scope, receive, send_with_id)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
         finally:
+            if span.is_recording():
+                _describe(span, http, status)
+            span.end()
+            context.detach(token)
             log.info(
                 "request",
-                method=cast("HTTPScope", scope)["method"],
+                method=method,
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id")
 
     return middleware
+
+
+def _describe(span: trace.Span, scope: HTTPScope, status: int) -> None:
+    """The HTTP semantic conventions' name and attributes of a recorded server span. Only
+    called when the span is recorded: with tracing off none of this is worth computing."""
+    method = scope["method"]
+    # Litestar leaves the matched route's template in the scope (None: routing found none).
+    route = scope.get("path_template")
+    if route:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attributes(
+        {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope["scheme"],
+            "http.response.status_code": status,
+        }
+    )
+    if status >= 500:
+        # A server span is in error for a 5xx only: a 4xx is the client's mistake.
+        span.set_status(StatusCode.ERROR)

@@ -143,6 +143,9 @@ class JobOut(msgspec.Struct):
     #: When the result (or the reason there is none) stops being served (410 Gone after);
     #: null until the job is finished. The record itself is kept longer.
     expires_at: NaiveUTCOrNull
+    #: The W3C trace id (32 hex digits) of the request that submitted it, which its
+    #: worker's log lines and spans carry too; null for a job submitted before traces.
+    trace_id: str | None
     links: JobLinks
 
 

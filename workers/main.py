@@ -10,6 +10,8 @@ import structlog
 
 from models.log_config import configure_logging
 from models.settings import ConfigError, Settings
+from models.tracing import configure_tracing
+from workers import metrics as job_metrics
 from workers.actors import register_actors
 from workers.broker import build_worker_broker
 
@@ -20,6 +22,9 @@ except ConfigError as exc:
 threads = settings.worker.threads
 
 configure_logging(settings.log, process="worker")
+# Flushed at worker shutdown by JobLogContext (a worker process skips atexit hooks).
+configure_tracing(settings.telemetry, process="worker")
+job_metrics.configure(settings.telemetry)  # CloudWatch EMF lines if METRICS_EMF
 broker = build_worker_broker(settings, threads=threads)
 register_actors(broker, settings.broker.queue_name)
 if settings.broker.is_sqs:

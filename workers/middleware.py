@@ -6,6 +6,7 @@ a fork) and runs the reconciler thread; actors reach both through ``current_reso
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass
 
@@ -13,11 +14,17 @@ import dramatiq
 import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine
 
+from models import tracing
 from models.engine import create_db_engine, worker_pool_size
 from models.lifecycle import describe
+from models.queue import TRACEPARENT_OPTION
 from models.settings import Settings
+from workers import metrics as job_metrics
 from workers.reconciler import Reconciler
 from workers.runner import mark_failed
 
@@ -75,20 +82,70 @@ class WorkerResources(Middleware):
 
 
 class JobLogContext(Middleware):
-    """Binds job id, message id and attempt to every log line of the job's thread."""
+    """Each job's trace span and log context, in the thread that runs it.
+
+    The span (CONSUMER, ``<actor> process``) continues the trace the message carries (the
+    submitting request's; models.tracing) and is current while the job runs; job id, message
+    id, attempt, trace id and span id are bound to every log line the thread writes meanwhile.
+    A message without a valid traceparent (sent before traces, or garbled) starts a new trace.
+    """
+
+    def __init__(self) -> None:
+        # The span, and the token that makes it current, of the job each thread is running:
+        # the "after" hooks run in the thread the "before" hook did.
+        self._running = threading.local()
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        job_id = message.args[0] if message.args else None
+        attempt = message.options.get("retries", 0) + 1
+        span = tracing.start_span(
+            f"{message.actor_name} process",
+            tracing.parent_context(message.options.get(TRACEPARENT_OPTION)),
+            SpanKind.CONSUMER,
+        )
+        if span.is_recording():  # tracing on: worth describing
+            span.set_attributes(
+                {
+                    "messaging.system": tracing.messaging_system(broker),
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": message.queue_name,
+                    "messaging.message.id": message.message_id,
+                    "taskoverflow.job.id": str(job_id),
+                    "taskoverflow.job.attempt": attempt,
+                }
+            )
+        self._running.job = (span, otel_context.attach(trace.set_span_in_context(span)))
+        trace_id, span_id = tracing.hex_ids(span)
         structlog.contextvars.bind_contextvars(
-            job_id=message.args[0] if message.args else None,
+            job_id=job_id,
             message_id=message.message_id,
             actor=message.actor_name,
-            attempt=message.options.get("retries", 0) + 1,
+            attempt=attempt,
+            trace_id=trace_id,
+            span_id=span_id,
         )
 
     def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
-        structlog.contextvars.clear_contextvars()
+        self._end(exception)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self._end(None)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Export what is still batched: a worker process ends without running atexit hooks.
+        tracing.shutdown_tracing()
+
+    def _end(self, exception: BaseException | None) -> None:
+        # Once per job even if Dramatiq calls an "after" hook twice (one raised).
+        running = getattr(self._running, "job", None)
+        self._running.job = None
+        if running is not None:
+            span, token = running
+            if exception is not None:
+                span.record_exception(exception)
+                span.set_status(StatusCode.ERROR, describe(exception))
+            span.end()
+            otel_context.detach(token)
         structlog.contextvars.clear_contextvars()
 
 
@@ -113,6 +170,9 @@ class RecordExhaustedJobs(Middleware):
             if mark_failed(
                 resources.engine, job_id, reason, keep=resources.settings.jobs.result_ttl
             ):
+                # Only here is the job counted FAILURE: its last attempt went into the metrics
+                # as a retry when it ended (the runner cannot know it was the last).
+                job_metrics.job_exhausted(job_metrics.kind_of(message.actor_name), attempts)
                 log.error("job finished", outcome="failure", error=reason)
         except Exception as exc:
             # The database is down: the reconciler will find the job and settle it later.

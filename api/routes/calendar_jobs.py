@@ -25,6 +25,7 @@ from api.openapi_docs import errors, with_links_and_examples
 from api.schemas import TaskCreated, TaskStatus, running_progress
 from models import JobKind, JobStatus
 from models.clock import utcnow
+from models.tracing import publishing
 
 log = structlog.get_logger("api")
 
@@ -78,18 +79,25 @@ class CalendarJobController(Controller):
     )
     async def submit(self, request: Request, jobs: NamedDependency[Jobs]) -> Response[TaskCreated]:
         job_id = uuid.uuid4()
-        # Committed first (the insert is its own transaction): a worker that receives the
-        # message must find the row.
-        await jobs.db.execute(
-            queries.INSERT_JOB, id=job_id, kind=JobKind.ICAL.value, now=utcnow(), traceparent=None
-        )
-        await jobs.send(
-            JobKind.ICAL,
-            job_id,
-            unsent="the job queue could not be reached when the job was submitted",
-            refusal="job queue unavailable: the calendar job could not be queued, "
-            "try again shortly",
-        )
+        # The row and the message carry the trace (its send span's): the worker continues it.
+        with publishing(jobs.sender.broker, jobs.sender.queue_name, job_id) as traceparent:
+            # Committed first (the insert is its own transaction): a worker that receives the
+            # message must find the row.
+            await jobs.db.execute(
+                queries.INSERT_JOB,
+                id=job_id,
+                kind=JobKind.ICAL.value,
+                now=utcnow(),
+                traceparent=traceparent,
+            )
+            await jobs.send(
+                JobKind.ICAL,
+                job_id,
+                unsent="the job queue could not be reached when the job was submitted",
+                refusal="job queue unavailable: the calendar job could not be queued, "
+                "try again shortly",
+                traceparent=traceparent,
+            )
         status_url, _ = jobs.urls(request, job_id)
         return Response(
             TaskCreated(task_id=str(job_id), task_url=status_url),

@@ -34,6 +34,7 @@ from api.schemas import JobLinks, JobOut, JobPage, running_progress
 from models import JobKind, JobStatus
 from models.clock import utcnow
 from models.job import RETRYABLE_STATUSES
+from models.tracing import publishing, trace_id_of
 
 #: Seconds a client should wait before asking again about an unfinished job.
 POLL_AFTER_S = "1"
@@ -60,6 +61,7 @@ def job_out(row: Any, base_url: str) -> JobOut:
         total,
         cancel_requested_at,
         retry_of,
+        traceparent,
     ) = row
     state = JobStatus(status)
     own = f"{base_url}/api/v1/jobs/{job_id}"
@@ -90,6 +92,7 @@ def job_out(row: Any, base_url: str) -> JobOut:
         cancel_requested=cancel_requested_at is not None,
         retry_of=None if retry_of is None else str(retry_of),
         expires_at=expires_at,
+        trace_id=trace_id_of(traceparent),
         links=links,
     )
 
@@ -118,6 +121,7 @@ def _example(**changes: Any) -> JobOut:
         "progress_total": None,
         "cancel_requested_at": None,
         "retry_of": None,
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         **changes,
     }
     return job_out(tuple(row[column.key] for column in queries.JOB_COLUMNS), _EXAMPLE_BASE)
@@ -326,21 +330,29 @@ class JobController(Controller):
     ) -> Response[JobOut]:
         parsed = parse_job_id(job_id)
         new_id = uuid.uuid4()
-        # A new job, committed before its message is sent (as a submission is): a worker
-        # that receives the message must find the row.
-        row = await jobs.db.execute(
-            queries.RETRY_JOB, id=new_id, retry_of=parsed, now=utcnow(), traceparent=None
-        )
-        if row is None:
+        # The new job's row and message carry the trace of this request (as a submission's).
+        with publishing(jobs.sender.broker, jobs.sender.queue_name, new_id) as traceparent:
+            # A new job, committed before its message is sent (as a submission is): a worker
+            # that receives the message must find the row.
+            row = await jobs.db.execute(
+                queries.RETRY_JOB,
+                id=new_id,
+                retry_of=parsed,
+                now=utcnow(),
+                traceparent=traceparent,
+            )
+            if row is not None:
+                kind, *columns = row
+                await jobs.send(
+                    kind,
+                    new_id,
+                    unsent="the job queue could not be reached when the job was retried",
+                    refusal=f"job queue unavailable: the retry (job {new_id}) could not be "
+                    "queued and is recorded as FAILURE; retry that job shortly",
+                    traceparent=traceparent,
+                )
+        if row is None:  # refused: the client's mistake, not the send span's error
             raise await _retry_refused(jobs, request, parsed)
-        kind, *columns = row
-        await jobs.send(
-            kind,
-            new_id,
-            unsent="the job queue could not be reached when the job was retried",
-            refusal=f"job queue unavailable: the retry (job {new_id}) could not be queued and "
-            "is recorded as FAILURE; retry that job shortly",
-        )
         job = job_out(columns, jobs.base_url(request))
         return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.links.self})
 
