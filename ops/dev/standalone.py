@@ -23,6 +23,7 @@ from models import schema
 from models.engine import create_db_engine
 from models.log_config import configure_logging
 from models.settings import ConfigError, MissingInProduction, Settings
+from models.tracing import configure_tracing
 from workers.actors import register_actors
 from workers.broker import build_worker_broker
 from workers.reconciler import reconcile_and_send
@@ -48,6 +49,9 @@ def migrate(settings: Settings) -> None:
 def main() -> None:
     settings = settings_from(dict(os.environ))
     configure_logging(settings.log, process="taskoverflow")
+    # One process, one provider: the request's span and the job's share it (and its exporter,
+    # with OTEL_EXPORTER_OTLP_ENDPOINT set). The worker's shutdown flushes it.
+    configure_tracing(settings.telemetry, process="taskoverflow")
     log = structlog.get_logger("taskoverflow")
     migrate(settings)
 
