@@ -71,7 +71,9 @@ class TaskOverflowApp(Litestar):
         # Idempotency-Key on the creating POSTs (api.idempotency), set up by create_app.
         inner = self.state[IDEMPOTENCY_KEYS].wrap(super().__call__)
         metrics: HttpMetrics = self.state[HTTP_METRICS]
-        return metrics.layer(request_log_middleware(rfc9110_methods(self, inner)), self._route_of)
+        return request_log_middleware(
+            rfc9110_methods(self, inner), observe=metrics.observer(self._route_of)
+        )
 
     def _route_of(self, path: str, method: str) -> str:
         """The path template ``path`` routes to for ``method`` (Litestar's cached routing);

@@ -1,7 +1,8 @@
 """The API's Prometheus ``/metrics``: requests by route and status, and the job backlog.
 
-Per request (``HttpMetrics.layer``, the outermost ASGI layer, so requests that routing or
-the Idempotency-Key layer answer count too):
+Per request (counted by the per-request layer, api.request_log, outside routing and the
+Idempotency-Key layer, so requests those answer count too; not a layer of its own: each
+ASGI layer costs every request a coroutine and a wrapped ``send``):
 
 - ``taskoverflow_http_requests_total{method,route,status}``
 - ``taskoverflow_http_request_duration_seconds{method,route}`` (a histogram; an event
@@ -30,12 +31,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from time import perf_counter
-from typing import cast
 
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import HTTPScope
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -48,6 +47,7 @@ from prometheus_client.registry import Collector
 from api.backlog import BacklogReader
 from api.console_queries import UNFINISHED, UNFINISHED_COUNTS
 from api.database import Database, DatabaseUnavailable
+from api.request_log import RequestObserver
 
 #: Requests take from under a millisecond (a status read) to seconds (a large result).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -113,43 +113,26 @@ class HttpMetrics(Collector):
             durations.add_metric([method, route], buckets, timings.total)
         yield durations
 
-    def layer(self, app: ASGIApp, route_of: RouteOf) -> ASGIApp:
-        """``app`` with each HTTP request counted and timed."""
+    def observer(self, route_of: RouteOf) -> RequestObserver:
+        """What the per-request layer (api.request_log) calls as each request ends: counts
+        it under the route template it was routed to."""
         observe = self.observe
 
-        async def measured(scope: Scope, receive: Receive, send: Send) -> None:
-            started = perf_counter()
-            http = cast("HTTPScope", scope)
-            # Routing may rewrite scope["path"] (mounts): keep what the client asked for.
-            path, method = http["path"], http["method"]
-            status = 500  # what the server answers if the app fails before answering
+        def observe_request(
+            scope: HTTPScope, method: str, path: str, status: int, seconds: float
+        ) -> None:
+            route = scope.get("path_template")
+            if route is None:
+                # Not routed on this scope: answered before routing (Idempotency-Key replays
+                # and refusals), routed on a copy (HEAD, served as a GET), or refused by
+                # routing (404, 405: the lookup raises again).
+                try:
+                    route = route_of(path, "GET" if method == "HEAD" else method)
+                except Exception:
+                    route = UNMATCHED
+            observe(method if method in _METHODS else "OTHER", route, status, seconds)
 
-            async def send_with_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            try:
-                await app(scope, receive, send_with_status)
-            finally:
-                route = scope.get("path_template")
-                if route is None:
-                    # Not routed on this scope: answered before routing (Idempotency-Key
-                    # replays and refusals), routed on a copy (HEAD, served as a GET), or
-                    # refused by routing (404, 405: the lookup raises again).
-                    try:
-                        route = route_of(path, "GET" if method == "HEAD" else method)
-                    except Exception:
-                        route = UNMATCHED
-                observe(
-                    method if method in _METHODS else "OTHER",
-                    route,
-                    status,
-                    perf_counter() - started,
-                )
-
-        return measured
+        return observe_request
 
 
 def _unfinished(counts: Iterable[tuple[str, int]]) -> GaugeMetricFamily:

@@ -1,10 +1,11 @@
 """Request ids, the request's trace span and one access-log line per request (a plain ASGI
 middleware: cheap).
 
-Every request is a SERVER span (models.tracing) that continues an incoming W3C
-``traceparent`` header, or starts a trace; its trace id is bound to every log line of the
-request, the access line included. With tracing off (no OTLP endpoint) the span records
-nothing: it only gives the request its ids.
+Every request is in a trace (models.tracing): the one an incoming W3C ``traceparent`` header
+names, or a new one; its trace id is bound to every log line of the request, the access line
+included, and the jobs it submits carry it. With tracing on (an OTLP endpoint) the request is
+a SERVER span; with tracing off no span is made at all, only the ids (a few microseconds less
+per request). The request's metrics are counted here too (``observe``): one layer, not two.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import cast
 
 import structlog
@@ -26,27 +28,37 @@ log = structlog.get_logger("api.access")
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def request_log_middleware(app: ASGIApp) -> ASGIApp:
+#: Told of each request as it ends: (scope, method, path as asked, status, seconds)
+#: (api.metrics.HttpMetrics.observer).
+RequestObserver = Callable[[HTTPScope, str, str, int, float], None]
+
+
+def request_log_middleware(app: ASGIApp, observe: RequestObserver | None = None) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         http = cast("HTTPScope", scope)
-        method = http["method"]
+        # Routing may rewrite scope["path"] (mounts): keep what the client asked for.
+        method, path = http["method"], http["path"]
         headers = dict(scope["headers"])
         # Keep an upstream id (load balancer, client) if it is sane; else make one.
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
         traceparent = headers.get(b"traceparent")
-        parent = tracing.parent_context(
-            None if traceparent is None else traceparent.decode("latin-1"),
-            headers.get(b"tracestate", b"").decode("latin-1") or None,
-        )
-        # Named for the method until routing has found the route (see the end).
-        span = tracing.start_span(method, parent, SpanKind.SERVER)
-        # Current for the request: a job it submits is sent in a child of this span.
-        token = context.attach(trace.set_span_in_context(span))
-        trace_id = format(span.get_span_context().trace_id, "032x")
+        incoming_trace = None if traceparent is None else traceparent.decode("latin-1")
+        incoming_state = headers.get(b"tracestate", b"").decode("latin-1") or None
+        span: trace.Span | None = None
+        if tracing.recording():
+            # Named for the method until routing has found the route (see the end).
+            parent = tracing.parent_context(incoming_trace, incoming_state)
+            span = tracing.start_span(method, parent, SpanKind.SERVER)
+            # Current for the request: a job it submits is sent in a child of this span.
+            token = context.attach(trace.set_span_in_context(span))
+            trace_id = format(span.get_span_context().trace_id, "032x")
+        else:
+            # Off: only the request's trace id, which its log lines and jobs carry.
+            trace_id, request_token = tracing.enter_request(incoming_trace, incoming_state)
         structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
         started = time.perf_counter()
         status = 500
@@ -64,19 +76,26 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         except BaseException as exc:
-            span.record_exception(exc)
+            if span is not None:
+                span.record_exception(exc)
             raise
         finally:
-            if span.is_recording():
-                _describe(span, http, status)
-            span.end()
-            context.detach(token)
+            if span is not None:
+                if span.is_recording():  # not when the caller's trace is unsampled
+                    _describe(span, http, status)
+                span.end()
+                context.detach(token)
+            else:
+                tracing.leave_request(request_token)
+            seconds = time.perf_counter() - started
+            if observe is not None:
+                observe(http, method, path, status, seconds)
             log.info(
                 "request",
                 method=method,
-                path=scope["path"],
+                path=path,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id", "trace_id")
 

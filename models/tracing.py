@@ -20,6 +20,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -120,6 +122,53 @@ def shutdown_tracing() -> None:
     previous.shutdown()
 
 
+#: Tracing off, in the API: the trace of the request being served, as (trace id, flags), which
+#: the jobs it submits carry. No OpenTelemetry span or context is made for a request then:
+#: most requests submit nothing, and those objects cost each one microseconds (P5 is a read
+#: served in ~150 us of the API's time; docs/OBSERVABILITY.md has the figures).
+_request_trace: ContextVar[tuple[int, int] | None] = ContextVar(
+    "taskoverflow_request_trace", default=None
+)
+
+
+def recording() -> bool:
+    """Whether spans are recorded and exported (an exporter is configured)."""
+    return _recording
+
+
+def enter_request(traceparent: str | None, tracestate: str | None) -> tuple[str, Token[Any]]:
+    """Tracing off: make the request's trace (the one ``traceparent`` names, else a new one)
+    current; its trace id (32 hex digits, for the logs) and the token ``leave_request`` takes.
+    Its trace flags are the unrecorded span's (``start_span``): the sampled flag cleared."""
+    parent = None
+    if traceparent is not None:
+        parent = trace.get_current_span(parent_context(traceparent, tracestate))
+    if parent is not None and parent.get_span_context().is_valid:
+        context = parent.get_span_context()
+        trace_id, flags = context.trace_id, context.trace_flags & TraceFlags.RANDOM_TRACE_ID
+    else:
+        trace_id, flags = _ids.generate_trace_id(), TraceFlags.RANDOM_TRACE_ID
+    return format(trace_id, "032x"), _request_trace.set((trace_id, int(flags)))
+
+
+def leave_request(token: Token[Any]) -> None:
+    _request_trace.reset(token)
+
+
+def _unrecorded_traceparent() -> str:
+    """Tracing off: the ``traceparent`` of a new unrecorded span in the current trace (the
+    request's; else the current span's, as in a worker; else a new trace)."""
+    current = _request_trace.get()
+    if current is None:
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            current = (span.trace_id, int(span.trace_flags & TraceFlags.RANDOM_TRACE_ID))
+        else:
+            current = (_ids.generate_trace_id(), int(TraceFlags.RANDOM_TRACE_ID))
+    trace_id, flags = current
+    return f"00-{trace_id:032x}-{_ids.generate_span_id():016x}-{flags:02x}"
+
+
 def start_span(name: str, parent: Context, kind: SpanKind) -> Span:
     """A span of this process's tracer, child of the span in ``parent`` (if any; else a new
     trace). Not made current: the caller attaches it for as long as it runs."""
@@ -190,7 +239,11 @@ def publishing(broker: dramatiq.Broker, queue_name: str, job_id: object) -> Iter
     """A PRODUCER span around storing and sending job ``job_id``, a child of the current
     span (the request's); yields its ``traceparent``, which the job row and the message
     carry so the worker's span continues it. An exception (the broker refused) ends the
-    span in error."""
+    span in error. Tracing off: only the ``traceparent`` of an unrecorded span in the
+    request's trace."""
+    if not _recording:
+        yield _unrecorded_traceparent()
+        return
     with _tracer.start_as_current_span(
         f"send {queue_name}",
         kind=SpanKind.PRODUCER,

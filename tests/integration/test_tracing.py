@@ -269,6 +269,37 @@ def test_with_tracing_off_a_span_is_the_one_the_sdk_would_make(
 
 
 @pytest.mark.parametrize(
+    "parent",
+    [
+        None,
+        CALLER_TRACEPARENT,
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-00",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-03",
+        "00-zzzz-yyyy-01",
+    ],
+    ids=["root", "sampled", "unsampled", "random-flag", "garbage"],
+)
+def test_with_tracing_off_a_request_makes_no_span_yet_its_job_is_in_the_sdks_trace(
+    settings: Settings, engine: Engine, tracing_off: None, logs: Logs, parent: str | None
+):
+    """Off, the API makes no span per request (only ids: models.tracing.enter_request); the
+    job it submits still carries the trace id and flags the SDK's ALWAYS_OFF span would."""
+    sdk = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False).get_tracer("test")
+    expected = sdk.start_span("GET", context=tracing.parent_context(parent)).get_span_context()
+    headers = {} if parent is None else {"traceparent": parent}
+    _, job, row = submit_and_run(settings, engine, headers)
+    trace_id, span_id, flags = stored(row)
+    assert flags == int(expected.trace_flags)
+    if expected.trace_id == int(CALLER_TRACE, 16):  # a valid caller's trace: continued
+        assert trace_id == CALLER_TRACE
+        assert span_id != CALLER_SPAN
+    else:
+        assert trace_id not in (CALLER_TRACE, _NO_TRACE)
+    assert job["trace_id"] == trace_id
+    assert logs.access("POST", "/api/v1/todos/ical")["trace_id"] == trace_id
+
+
+@pytest.mark.parametrize(
     "traceparent",
     [
         None,  # sent before traces were carried
