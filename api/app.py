@@ -70,10 +70,10 @@ class TaskOverflowApp(Litestar):
     def _http_entry(self) -> ASGIApp:
         # Idempotency-Key on the creating POSTs (api.idempotency), set up by create_app.
         inner = self.state[IDEMPOTENCY_KEYS].wrap(super().__call__)
-        metrics: HttpMetrics = self.state[HTTP_METRICS]
-        return request_log_middleware(
-            rfc9110_methods(self, inner), observe=metrics.observer(self._route_of)
-        )
+        # Requests are counted only where /metrics serves them (API_METRICS).
+        metrics: HttpMetrics | None = self.state.get(HTTP_METRICS)
+        observe = None if metrics is None else metrics.observer(self._route_of)
+        return request_log_middleware(rfc9110_methods(self, inner), observe=observe)
 
     def _route_of(self, path: str, method: str) -> str:
         """The path template ``path`` routes to for ``method`` (Litestar's cached routing);
@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
     db = Database(engine)
     events = JobEvents(engine)  # job change notifications for the events streams
     http_metrics = HttpMetrics()
+    serve_metrics = settings.api.metrics
 
     def size_thread_pool() -> None:
         # Handlers are async; the threads only make broker sends (blocking clients). Sized
@@ -145,7 +146,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             JobController,
             ConsoleController,
             job_events,
-            metrics_route(http_metrics, db, _backlog_or_none(sender)),
+            *([metrics_route(http_metrics, db, _backlog_or_none(sender))] if serve_metrics else []),
             *page_routes(),
         ],
         # What handlers use, by parameter name and type (``db: NamedDependency[Database]``).
@@ -160,7 +161,12 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         on_shutdown=[release],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.api.max_body_bytes,
-        state=State({IDEMPOTENCY_KEYS: IdempotencyKeys(db, settings), HTTP_METRICS: http_metrics}),
+        state=State(
+            {
+                IDEMPOTENCY_KEYS: IdempotencyKeys(db, settings),
+                **({HTTP_METRICS: http_metrics} if serve_metrics else {}),
+            }
+        ),
         openapi_config=OpenAPIConfig(
             title="TaskOverflow",
             version="1.0.0",

@@ -425,6 +425,12 @@ class ApiSettings(_FromEnv):
         "scheme://host[:port] used in task_url/result_url; unset: taken from the request",
         None,
     )
+    metrics: bool = env(
+        "API_METRICS",
+        "serve Prometheus /metrics on the API's port (for a scraper in the same network); "
+        "the ECS task turns it off: its port is behind a public load balancer",
+        True,
+    )
     faults: str | None = env(
         "TASKOVERFLOW_FAULTS",
         "reliability tests only: crash-after-commit makes the API process exit between "

@@ -69,26 +69,3 @@ resource "aws_lb_listener" "https" {
     target_group_arn = aws_lb_target_group.api.arn
   }
 }
-
-# The API serves Prometheus /metrics for a scraper inside the network (docs/OBSERVABILITY.md);
-# on AWS the job metrics reach CloudWatch as EMF and nothing scrapes it. The public load
-# balancer answers it itself: request and backlog figures are not the public's to read.
-resource "aws_lb_listener_rule" "metrics_not_public" {
-  listener_arn = var.certificate_arn == null ? aws_lb_listener.http.arn : aws_lb_listener.https[0].arn
-  priority     = 1
-
-  condition {
-    path_pattern {
-      values = ["/metrics", "/metrics/*"]
-    }
-  }
-
-  action {
-    type = "fixed-response"
-    fixed_response {
-      content_type = "application/json"
-      status_code  = "404"
-      message_body = "{\"error\": \"Not found\"}"
-    }
-  }
-}

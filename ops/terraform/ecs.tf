@@ -71,6 +71,9 @@ locals {
       environment = [for k, v in merge(local.common_environment, {
         UVICORN_WORKERS = "1"
         DB_POOL_SIZE    = tostring(var.api_db_pool_size)
+        # No /metrics: the port is behind the public load balancer, which would pass
+        # "//metrics" and the like through, and on AWS the job metrics are EMF (below).
+        API_METRICS = "false"
       }) : { name = k, value = v }]
       # Liveness only (no database): ECS restarts a wedged process, not a healthy one that
       # waits out a database outage. Readiness is the load balancer's (local.ready_path).

@@ -290,18 +290,3 @@ def test_workers_scale_on_backlog_per_task():
 
 # The job metrics' names, dimensions and namespace: tests/unit/test_metric_names.py (the
 # workers write them as CloudWatch EMF lines; no log metric filters any more).
-
-
-def test_the_load_balancer_keeps_the_apis_metrics_to_itself():
-    """The API serves /metrics (a route of the app); the public listener that forwards to it
-    answers that path 404 itself, before any other rule."""
-    assert "/metrics" in {route.path for route in create_app(code_settings()).routes}
-    rule = resource("aws_lb_listener_rule", "metrics_not_public")
-    assert rule["priority"] == 1
-    assert rule["condition"][0]["path_pattern"][0]["values"] == ["/metrics", "/metrics/*"]
-    action = rule["action"][0]
-    assert action["type"] == "fixed-response"
-    assert action["fixed_response"][0]["status_code"] == "404"
-    # On whichever listener forwards: HTTP without a certificate, HTTPS with one.
-    assert "aws_lb_listener.http.arn" in rule["listener_arn"]
-    assert "aws_lb_listener.https[0].arn" in rule["listener_arn"]
