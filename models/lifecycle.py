@@ -48,6 +48,7 @@ from sqlalchemy import (
     Engine,
     Select,
     String,
+    Text,
     and_,
     bindparam,
     case,
@@ -473,8 +474,11 @@ LAST_ATTEMPT_FINAL = (
     .where(
         JobAttempt.job_id == bindparam("failed_job"),
         JobAttempt.outcome == AttemptOutcome.RETRY.value,
+        # Only once the job is FAILURE: safe to run again, or after someone else failed it.
         JobAttempt.attempt
-        == select(Job.attempts).where(Job.id == bindparam("failed_job")).scalar_subquery(),
+        == select(Job.attempts)
+        .where(Job.id == bindparam("failed_job"), Job.status == JobStatus.FAILURE.value)
+        .scalar_subquery(),
     )
     .values(outcome=AttemptOutcome.FAILURE.value)
 )
@@ -507,28 +511,50 @@ def record_attempt(
     )
 
 
-_succeeded = SUCCEED.returning(Job.id).cte("succeeded")
-
-#: Worker, on Postgres: ``succeed`` and its attempt's record in one statement (a data-
-#: modifying CTE): every small job pays for its round trips (docs/BENCHMARKS.md, P1), and a
-#: second one for the record measured +10-20 % of a small job's database time. Inserts the
-#: attempt only if the job did succeed, so its row count says which.
-SUCCEED_AND_RECORD = (
-    insert(JobAttempt)
-    .from_select(
-        ["job_id", "attempt", "started_at", "finished_at", "outcome", "error", "worker"],
-        select(
-            _succeeded.c.id,
-            bindparam("attempt", type_=JobAttempt.attempt.type),
-            bindparam("attempt_started", type_=JobAttempt.started_at.type),
-            bindparam("now", type_=JobAttempt.finished_at.type),
-            literal(AttemptOutcome.SUCCESS.value, String),
-            null(),
-            bindparam("worker", type_=JobAttempt.worker.type),
-        ),
+def _and_record(transition: Update, outcome: Any, error: Any) -> Any:
+    """Postgres: ``transition`` and the attempt's record in one statement (a data-modifying
+    CTE), so the record exists as soon as the job's new state does (a client that reads the
+    attempts on the NOTIFY of a finish finds it) and a crash cannot split them; also one
+    round trip, not two: every small job pays for its round trips (docs/BENCHMARKS.md, P1).
+    The attempt is inserted only if the transition happened, so the row count says which.
+    Parameters: the transition's, and :attempt, :attempt_started, :worker (not
+    "started_at": an UPDATE takes a parameter named after a column of its table as a value
+    to SET, and the CTE's UPDATE is on jobs)."""
+    done = transition.returning(Job.id).cte("transitioned")
+    return (
+        insert(JobAttempt)
+        .from_select(
+            ["job_id", "attempt", "started_at", "finished_at", "outcome", "error", "worker"],
+            select(
+                done.c.id,
+                bindparam("attempt", type_=JobAttempt.attempt.type),
+                bindparam("attempt_started", type_=JobAttempt.started_at.type),
+                bindparam("now", type_=JobAttempt.finished_at.type),
+                outcome,
+                error,
+                bindparam("worker", type_=JobAttempt.worker.type),
+            ),
+        )
+        .add_cte(done)
     )
-    .add_cte(_succeeded)
+
+
+#: Worker, on Postgres: ``succeed``, ``fail`` and ``stop`` each with its attempt's record.
+SUCCEED_AND_RECORD = _and_record(SUCCEED, literal(AttemptOutcome.SUCCESS.value, String), null())
+FAIL_AND_RECORD = _and_record(
+    FAIL, bindparam("outcome", type_=JobAttempt.outcome.type), bindparam("error", type_=Text)
 )
+STOP_AND_RECORD = _and_record(
+    STOP, literal(AttemptOutcome.CANCELLED.value, String), literal(CANCELLED_REASON, String)
+)
+
+
+def _attempt_params(claimed: Claimed) -> dict[str, Any]:
+    return {
+        "attempt": claimed.attempts,
+        "attempt_started": claimed.started_at,
+        "worker": _worker_name(),
+    }
 
 
 def succeed_attempt(
@@ -541,18 +567,49 @@ def succeed_attempt(
             record_attempt(conn, job_id, claimed, AttemptOutcome.SUCCESS)
         return done
     now = utcnow()
+    params = {"job_id": job_id, "result": result, "now": now, "expires_at": now + keep}
+    return bool(conn.execute(SUCCEED_AND_RECORD, params | _attempt_params(claimed)).rowcount)
+
+
+def fail_attempt(
+    conn: Connection,
+    job_id: uuid.UUID,
+    claimed: Claimed,
+    reason: str,
+    *,
+    final: bool,
+    keep: timedelta,
+) -> bool:
+    """``fail``, and the attempt ``claimed`` began on record as a retry or a failure."""
+    outcome = AttemptOutcome.FAILURE if final else AttemptOutcome.RETRY
+    if conn.dialect.name != "postgresql":
+        done = fail(conn, job_id, reason, final=final, keep=keep)
+        if done:
+            record_attempt(conn, job_id, claimed, outcome, reason)
+        return done
+    now = utcnow()
     params = {
         "job_id": job_id,
-        "result": result,
+        "status": JobStatus.FAILURE.value if final else JobStatus.RETRY.value,
+        "error": reason[:MAX_ERROR_LENGTH],
+        "finished_at": now if final else None,
+        "expires_at": now + keep if final else None,
         "now": now,
-        "expires_at": now + keep,
-        "attempt": claimed.attempts,
-        # Not "started_at": an UPDATE takes a parameter named after a column of its table
-        # as a value to SET, and the CTE's UPDATE is on jobs.
-        "attempt_started": claimed.started_at,
-        "worker": _worker_name(),
+        "outcome": outcome.value,
     }
-    return bool(conn.execute(SUCCEED_AND_RECORD, params).rowcount)
+    return bool(conn.execute(FAIL_AND_RECORD, params | _attempt_params(claimed)).rowcount)
+
+
+def stop_attempt(conn: Connection, job_id: uuid.UUID, claimed: Claimed, keep: timedelta) -> bool:
+    """``stop``, and the attempt ``claimed`` began on record as cancelled."""
+    if conn.dialect.name != "postgresql":
+        done = stop(conn, job_id, keep)
+        if done:
+            record_attempt(conn, job_id, claimed, AttemptOutcome.CANCELLED, CANCELLED_REASON)
+        return done
+    now = utcnow()
+    params = {"job_id": job_id, "now": now, "expires_at": now + keep}
+    return bool(conn.execute(STOP_AND_RECORD, params | _attempt_params(claimed)).rowcount)
 
 
 class Resent(NamedTuple):

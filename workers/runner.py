@@ -186,11 +186,7 @@ def _stop(
 ) -> str:
     """CANCELLED if a cancel was asked for (outcome ``cancelled``); otherwise the job had
     finished meanwhile and is left as it is (``skipped-finished``)."""
-    stopped = lifecycle.stop(conn, job_id, keep)
-    if stopped:
-        lifecycle.record_attempt(
-            conn, job_id, job, AttemptOutcome.CANCELLED, lifecycle.CANCELLED_REASON
-        )
+    stopped = lifecycle.stop_attempt(conn, job_id, job, keep)
     conn.commit()
     if not stopped:
         log.warning(
@@ -250,10 +246,7 @@ def _record_failure(
     try:
         conn.rollback()  # whatever the work left open
         reason = lifecycle.describe(exc)
-        failed = lifecycle.fail(conn, job_id, reason, final=final, keep=keep)
-        if failed:
-            outcome = AttemptOutcome.FAILURE if final else AttemptOutcome.RETRY
-            lifecycle.record_attempt(conn, job_id, job, outcome, reason)
+        failed = lifecycle.fail_attempt(conn, job_id, job, reason, final=final, keep=keep)
         conn.commit()
     except Exception as db_exc:
         log.warning("could not record job failure", error=lifecycle.describe(db_exc))
@@ -270,9 +263,10 @@ def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str, *, keep: timedel
 
     def fail(conn: Connection) -> bool:
         failed = lifecycle.fail(conn, job_id, reason, final=True, keep=keep)
-        if failed:
-            # Its last attempt went on record as a retry: it was the last.
-            conn.execute(lifecycle.LAST_ATTEMPT_FINAL, {"failed_job": job_id})
+        # Its last attempt went on record as a retry: it was the last. Whether or not this
+        # call failed the job (a retry of the call after a lost connection finds it failed
+        # already), so the record is right however often this runs.
+        conn.execute(lifecycle.LAST_ATTEMPT_FINAL, {"failed_job": job_id})
         conn.commit()
         return failed
 

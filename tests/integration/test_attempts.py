@@ -17,7 +17,7 @@ from tests.integration.test_retention import sqlite  # noqa: F401 (fixture)
 from tests.workers import stub_worker
 from workers.errors import PermanentJobError
 from workers.middleware import current_resources
-from workers.runner import Progress, run_job
+from workers.runner import Progress, mark_failed, run_job
 
 KEEP = timedelta(days=1)
 
@@ -156,3 +156,17 @@ def test_attempts_leave_with_their_job(request: pytest.FixtureRequest, dialect: 
     with engine.connect() as conn:
         left = conn.execute(select(JobAttempt.job_id, func.count()).group_by(JobAttempt.job_id))
         assert dict(left.all()) == {kept: 1}
+
+
+def test_marking_an_exhausted_job_again_still_marks_its_last_attempt(engine: Engine):
+    """mark_failed retried on a fresh connection after its update committed (the connection
+    broke before the answer): the job is FAILURE already, and its last attempt is still put
+    on record as the failure it was."""
+    job_id = insert_job(engine)
+    with pytest.raises(RuntimeError):
+        run_job(engine, job_id, failing_then(1), keep=KEEP)
+    with engine.begin() as conn:  # the first call's update, committed
+        assert lifecycle.fail(conn, job_id, "exhausted", final=True, keep=KEEP)
+    assert attempts(engine, job_id) == [(1, "retry", "RuntimeError: failure 1")]
+    assert mark_failed(engine, job_id, "exhausted", keep=KEEP) is False
+    assert attempts(engine, job_id) == [(1, "failure", "RuntimeError: failure 1")]
