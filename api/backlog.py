@@ -23,6 +23,8 @@ unreachable broker is a reading of None with the reason, never an exception.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -184,6 +186,8 @@ class BacklogReader:
         self._timeout_s = timeout_s
         self._last: BacklogReading | None = None
         self._pending: asyncio.Future[BacklogReading] | None = None
+        #: The blocking read on its thread, which outlives a reading that gave up on it.
+        self._running: concurrent.futures.Future[BrokerDepth] | None = None
 
     async def broker_depth(self) -> BrokerDepth | None:
         """The depth, or None when the broker could not be read (``reading()`` says why)."""
@@ -206,19 +210,41 @@ class BacklogReader:
             self._last = future.result()
 
     async def _take(self) -> BacklogReading:
-        loop = asyncio.get_running_loop()
+        running = self._running
+        if running is not None and not running.done():
+            # A read that timed out is still blocked in its client (an SQS call can retry for
+            # over a minute): never a second thread beside it.
+            return self._failed("the last broker reading has not returned yet", None)
+        running = self._running = concurrent.futures.Future()
+        # Broker clients block (redis-py, boto3): read on a thread, not the loop; our own
+        # daemon thread, not the loop's default executor, whose threads send the jobs and
+        # must never all be stuck on a broker that hangs (nor hold up the process's exit).
+        threading.Thread(
+            target=self._read_into, args=(running,), name="backlog-read", daemon=True
+        ).start()
         try:
-            # Broker clients block (redis-py, boto3): read in the thread pool, not the loop.
             depth = await asyncio.wait_for(
-                loop.run_in_executor(None, self._read), timeout=self._timeout_s
+                asyncio.shield(asyncio.wrap_future(running)), timeout=self._timeout_s
             )
         except TimeoutError:
-            error = f"broker did not answer within {self._timeout_s:g} s"
+            return self._failed(f"the broker did not answer within {self._timeout_s:g} s", None)
         except Exception as exc:  # any client error: the broker is unreachable or refuses
-            error = _reason(exc)
-        else:
-            return BacklogReading(depth=depth, error=None, taken_at=time.monotonic())
-        log.warning("broker backlog unreadable", error=error)
+            return self._failed("the broker could not be read", exc)
+        return BacklogReading(depth=depth, error=None, taken_at=time.monotonic())
+
+    def _read_into(self, future: concurrent.futures.Future[BrokerDepth]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(self._read())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    @staticmethod
+    def _failed(error: str, exc: BaseException | None) -> BacklogReading:
+        # The client's own text (hosts, ports, account ids) goes to the log, not to whoever
+        # reads the console or /metrics.
+        log.warning("broker backlog unreadable", error=error, detail=exc and _reason(exc))
         return BacklogReading(depth=None, error=error, taken_at=time.monotonic())
 
 

@@ -20,6 +20,21 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["configure_logger"] = False
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            # Our engines turn SQLite's foreign keys on (job_attempts' cascade). A batch
+            # migration recreates a table (DROP, then rename a copy): with them on, dropping
+            # jobs would first delete every job_attempts row. The alembic command line runs
+            # with them off (SQLite's default); so does this. Outside a transaction, where
+            # SQLite honours the pragma.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # ends SQLAlchemy's autobegun transaction (no BEGIN was sent)
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
