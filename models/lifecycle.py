@@ -365,7 +365,7 @@ def _abandon(orphans: bool):  # type: ignore[no-untyped-def]
             expires_at=bindparam("expires_at"),
             updated_at=bindparam("now"),
         )
-        .returning(Job.id)
+        .returning(Job.id, Job.kind, Job.status, Job.attempts)
     )
 
 
@@ -619,9 +619,19 @@ class Resent(NamedTuple):
     traceparent: str | None
 
 
+class Abandoned(NamedTuple):
+    id: uuid.UUID
+    kind: str
+    #: FAILURE, or CANCELLED for a job whose cancel was asked for.
+    status: str
+    attempts: int
+
+
 class Reconciled(NamedTuple):
     resent: list[Resent]
     abandoned: list[uuid.UUID]
+    #: The abandoned jobs as they were settled (for the job metrics).
+    settled: list[Abandoned]
 
 
 def reconcile(engine: Engine, settings: JobSettings, *, recover_all: bool = False) -> Reconciled:
@@ -643,12 +653,12 @@ def reconcile(engine: Engine, settings: JobSettings, *, recover_all: bool = Fals
     }
     with engine.begin() as conn:
         orphans = conn.dialect.name == "postgresql"
-        abandoned = [row.id for row in conn.execute(ABANDON[orphans], params)]
+        settled = [Abandoned(*row) for row in conn.execute(ABANDON[orphans], params)]
         resent = [
             Resent(row.id, row.kind, row.traceparent)
             for row in conn.execute(RESEND[orphans], params)
         ]
-    return Reconciled(resent=resent, abandoned=abandoned)
+    return Reconciled(resent=resent, abandoned=[job.id for job in settled], settled=settled)
 
 
 # --- Retention: expire results, forget old jobs and idempotency keys -----------------------

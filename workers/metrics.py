@@ -222,6 +222,13 @@ def job_exhausted(kind: str, attempts: int) -> None:
     _emit({DIM_KIND: kind, DIM_STATUS: JobStatus.FAILURE.value}, {EMF_JOBS_FINISHED: 1.0})
 
 
+def job_abandoned(kind: str, status: JobStatus, attempts: int) -> None:
+    """The reconciler settled a job nobody would finish (its workers kept dying: FAILURE; or
+    it died after a cancel was asked for: CANCELLED). No attempt of it ended to count it."""
+    _finished(kind, status, attempts)
+    _emit({DIM_KIND: kind, DIM_STATUS: status.value}, {EMF_JOBS_FINISHED: 1.0})
+
+
 def _finished(kind: str, status: JobStatus, attempts: int) -> None:
     _child(JOBS_FINISHED, kind, status.value).inc()
     _child(ATTEMPTS_USED, kind).observe(attempts)

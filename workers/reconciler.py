@@ -18,9 +18,10 @@ import dramatiq
 import structlog
 from sqlalchemy import Engine
 
-from models import lifecycle
+from models import JobStatus, lifecycle
 from models.queue import send_job
 from models.settings import Settings
+from workers import metrics as job_metrics
 
 log = structlog.get_logger("workers.reconciler")
 
@@ -70,6 +71,10 @@ class Reconciler:
         except Exception as exc:
             log.warning("reconciler pass failed", error=lifecycle.describe(exc))
         else:
+            for job in done.settled:
+                # The worst failures (crash loops, OOM kills) count in JobsFinished too:
+                # the failure alarm reads it (ops/terraform/cloudwatch.tf).
+                job_metrics.job_abandoned(job.kind, JobStatus(job.status), job.attempts)
             if done.resent or done.abandoned:
                 log.warning(
                     "reconciled stranded jobs",

@@ -8,6 +8,7 @@ import uuid
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select, text
 
 from models import Job, lifecycle
@@ -19,7 +20,7 @@ from models.settings import Settings
 from tests.conftest import make_settings
 from tests.integration.jobs import insert_job, job_row
 from tests.services import migrate, scratch_database
-from workers.reconciler import reconcile_and_send
+from workers.reconciler import Reconciler, reconcile_and_send
 
 
 def run(engine: Engine, settings: Settings) -> tuple[list[uuid.UUID], lifecycle.Reconciled]:
@@ -222,3 +223,28 @@ def test_a_stranded_job_asked_to_cancel_ends_cancelled_not_resent(
         assert (row.status, row.error) == ("CANCELLED", lifecycle.CANCELLED_REASON)
         assert row.expires_at is not None
     assert job_row(engine, running).status == "STARTED"  # its worker will stop it
+
+
+def test_a_pass_counts_the_jobs_it_abandons_as_finished(engine: Engine, settings: Settings):
+    """Jobs settled by the reconciler (no attempt of theirs ever ended) are counted in
+    taskoverflow_jobs_finished_total, which the failure alarm's EMF twin feeds (this
+    process's registry: workers in this process write there)."""
+
+    def finished(status: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "taskoverflow_jobs_finished_total", {"kind": "ical", "status": status}
+        )
+        return value or 0.0
+
+    before = finished("FAILURE"), finished("CANCELLED")
+    attempts = settings.jobs.max_retries + 1
+    stale = settings.jobs.stale_after_s + 5
+    insert_job(engine, status="RETRY", age_s=stale, attempts=attempts)
+    insert_job(engine, status="RETRY", age_s=stale, attempts=attempts)
+    asked = insert_job(engine, status="STARTED", age_s=stale, attempts=1)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE jobs SET cancel_requested_at = now() WHERE id = :id"), {"id": asked}
+        )
+    Reconciler(engine, StubBroker(), settings).run_once()
+    assert (finished("FAILURE") - before[0], finished("CANCELLED") - before[1]) == (2, 1)
