@@ -140,15 +140,9 @@ def enter_request(traceparent: str | None, tracestate: str | None) -> tuple[str,
     """Tracing off: make the request's trace (the one ``traceparent`` names, else a new one)
     current; its trace id (32 hex digits, for the logs) and the token ``leave_request`` takes.
     Its trace flags are the unrecorded span's (``start_span``): the sampled flag cleared."""
-    parent = None
-    if traceparent is not None:
-        parent = trace.get_current_span(parent_context(traceparent, tracestate))
-    if parent is not None and parent.get_span_context().is_valid:
-        context = parent.get_span_context()
-        trace_id, flags = context.trace_id, context.trace_flags & TraceFlags.RANDOM_TRACE_ID
-    else:
-        trace_id, flags = _ids.generate_trace_id(), TraceFlags.RANDOM_TRACE_ID
-    return format(trace_id, "032x"), _request_trace.set((trace_id, int(flags)))
+    parent = Context() if traceparent is None else parent_context(traceparent, tracestate)
+    trace_id, flags = _unrecorded_trace(parent)
+    return format(trace_id, "032x"), _request_trace.set((trace_id, flags))
 
 
 def leave_request(token: Token[Any]) -> None:
@@ -158,15 +152,18 @@ def leave_request(token: Token[Any]) -> None:
 def _unrecorded_traceparent() -> str:
     """Tracing off: the ``traceparent`` of a new unrecorded span in the current trace (the
     request's; else the current span's, as in a worker; else a new trace)."""
-    current = _request_trace.get()
-    if current is None:
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            current = (span.trace_id, int(span.trace_flags & TraceFlags.RANDOM_TRACE_ID))
-        else:
-            current = (_ids.generate_trace_id(), int(TraceFlags.RANDOM_TRACE_ID))
-    trace_id, flags = current
+    trace_id, flags = _request_trace.get() or _unrecorded_trace(None)
     return f"00-{trace_id:032x}-{_ids.generate_span_id():016x}-{flags:02x}"
+
+
+def _unrecorded_trace(parent: Context | None) -> tuple[int, int]:
+    """The trace id and flags of an unrecorded span whose parent is the span in ``parent``
+    (None: the current context): the parent's trace, else a new one; the sampled flag
+    cleared, as the SDK's ALWAYS_OFF sampler has it."""
+    span = trace.get_current_span(parent).get_span_context()
+    if span.is_valid:
+        return span.trace_id, int(span.trace_flags & TraceFlags.RANDOM_TRACE_ID)
+    return _ids.generate_trace_id(), int(TraceFlags.RANDOM_TRACE_ID)
 
 
 def start_span(name: str, parent: Context, kind: SpanKind) -> Span:
@@ -177,12 +174,7 @@ def start_span(name: str, parent: Context, kind: SpanKind) -> Span:
     # Tracing off: the span the SDK's ALWAYS_OFF sampler gives (not recorded; a new span id
     # in the parent's trace or in a new one; the sampled flag cleared), made directly. The
     # API starts one per request: this path costs about half of the SDK's general one.
-    parent_span = trace.get_current_span(parent).get_span_context()
-    if parent_span.is_valid:
-        trace_id = parent_span.trace_id
-        flags = parent_span.trace_flags & TraceFlags.RANDOM_TRACE_ID
-    else:
-        trace_id, flags = _ids.generate_trace_id(), TraceFlags.RANDOM_TRACE_ID
+    trace_id, flags = _unrecorded_trace(parent)
     context = SpanContext(
         trace_id, _ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags)
     )
