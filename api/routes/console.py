@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 
 from api import console_queries as queries
 from api.backlog import BacklogReading, backlog_reader
@@ -38,7 +38,7 @@ from api.console_schemas import (
 from api.database import Database, Row
 from api.errors import ApiError
 from api.job_context import Jobs, parse_job_id
-from api.openapi_docs import errors, with_links_and_examples
+from api.openapi_docs import errors, query_param, with_links_and_examples
 from models.clock import utcnow
 
 #: Recent failures listed unless ``failures`` says otherwise, and the most it may say.
@@ -304,15 +304,12 @@ class ConsoleController(Controller):
         jobs: NamedDependency[Jobs],
         failures: Annotated[
             str | None,
-            QueryParameter(
-                description=f"how many recent failures to list, 0 to {MAX_FAILURES} "
+            query_param(
+                f"how many recent failures to list, 0 to {MAX_FAILURES} "
                 f"(default {DEFAULT_FAILURES})",
-                schema_extra={
-                    "one_of": None,
-                    "type": OpenAPIType.INTEGER,
-                    "minimum": 0,
-                    "maximum": MAX_FAILURES,
-                },
+                OpenAPIType.INTEGER,
+                minimum=0,
+                maximum=MAX_FAILURES,
             ),
         ] = None,
     ) -> JobStats:

@@ -17,7 +17,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIType
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from api import queries
@@ -29,7 +29,7 @@ from api.job_list import (
     encode_page_token,
     parse_job_filters,
 )
-from api.openapi_docs import errors, with_links_and_examples
+from api.openapi_docs import errors, query_param, with_links_and_examples
 from api.schemas import JobLinks, JobOut, JobPage, running_progress
 from models import JobKind, JobStatus
 from models.clock import utcnow
@@ -167,14 +167,6 @@ _FROM_PAGE = {
 }
 
 
-def _text_query(description: str, **schema: Any) -> Any:
-    # Documented as exactly what it accepts; parsed by api.job_list (our 400 messages).
-    return QueryParameter(
-        description=description,
-        schema_extra={"one_of": None, "type": OpenAPIType.STRING, **schema},
-    )
-
-
 class JobController(Controller):
     path = "/api/v1/jobs"
     tags = ("jobs",)
@@ -193,40 +185,37 @@ class JobController(Controller):
         request: Request,
         jobs: NamedDependency[Jobs],
         status: Annotated[
-            str | None, _text_query("only jobs in this state", enum=[s.value for s in JobStatus])
+            str | None, query_param("only jobs in this state", enum=[s.value for s in JobStatus])
         ] = None,
         kind: Annotated[
-            str | None, _text_query("only jobs of this kind", enum=[k.value for k in JobKind])
+            str | None, query_param("only jobs of this kind", enum=[k.value for k in JobKind])
         ] = None,
         created_after: Annotated[
             str | None,
-            _text_query(
+            query_param(
                 "only jobs created after this ISO-8601 date-time (without an offset: UTC)",
                 format=OpenAPIFormat.DATE_TIME,
             ),
         ] = None,
         created_before: Annotated[
             str | None,
-            _text_query(
+            query_param(
                 "only jobs created before this ISO-8601 date-time (without an offset: UTC)",
                 format=OpenAPIFormat.DATE_TIME,
             ),
         ] = None,
         page_size: Annotated[
             str | None,
-            QueryParameter(
-                description=f"jobs per page, 1 to {MAX_PAGE_SIZE} (default 20)",
-                schema_extra={
-                    "one_of": None,
-                    "type": OpenAPIType.INTEGER,
-                    "minimum": 1,
-                    "maximum": MAX_PAGE_SIZE,
-                },
+            query_param(
+                f"jobs per page, 1 to {MAX_PAGE_SIZE} (default 20)",
+                OpenAPIType.INTEGER,
+                minimum=1,
+                maximum=MAX_PAGE_SIZE,
             ),
         ] = None,
         page_token: Annotated[
             str | None,
-            _text_query(
+            query_param(
                 "next_page_token of the previous page; jobs created since the walk began are "
                 "never mixed in, so every job is listed exactly once",
                 pattern=PAGE_TOKEN_PATTERN,
