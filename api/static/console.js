@@ -362,7 +362,12 @@
   $("job-retry").addEventListener("click", () =>
     act($("job-retry"), selected.job.links.retry, async (job) => {
       await selectJob(job.id, { focus: true });
-      $("job-detail-status").textContent = "Retried as new job " + job.id + ". Status: " + job.status;
+      // The state as now shown, not the retry's answer (PENDING): a quick job may have
+      // finished before the page read it, and a finished job sends no further event.
+      if (selected.id === job.id && selected.job) {
+        $("job-detail-status").textContent =
+          "Retried as new job " + job.id + ". Status: " + selected.job.status;
+      }
       refresh();
     }),
   );
