@@ -1,8 +1,10 @@
 """The API's database access: one SQL statement per call, run on asyncpg from SQLAlchemy's pool.
 
-Every request the API serves needs exactly one statement (a read, or a write that is its own
-transaction), so this module offers just that: ``Database.fetch_one`` / ``fetch_all`` /
-``execute`` of a ``Query``. A ``Query`` is a SQLAlchemy Core statement over the shared models,
+Almost every request the API serves needs exactly one statement (a read, or a write that is
+its own transaction), so this module offers just that: ``Database.fetch_one`` / ``fetch_all``
+/ ``execute`` of a ``Query``; the one exception, admitting a job under the limits
+(api.admission), gets ``Database.serialised``: a few statements in one transaction, one
+admission at a time. A ``Query`` is a SQLAlchemy Core statement over the shared models,
 compiled once for asyncpg; on Postgres it runs straight on the driver connection checked out
 of SQLAlchemy's async pool, outside any explicit transaction (one round trip, autocommitted).
 On other databases (SQLite in the zero-setup run) the same statement goes through
@@ -17,8 +19,10 @@ is skipped.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
@@ -172,11 +176,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class Transaction:
+    """Statements inside ``Database.serialised``."""
+
+    def __init__(self, run: Callable[[Query, dict[str, Any]], Any]) -> None:
+        self._run = run
+
+    async def fetch_one(self, query: Query, **params: Any) -> Row | None:
+        row: Row | None = await self._run(query, params)
+        return row
+
+
+#: The advisory lock (two-int form: a key space apart from the jobs' bigint locks) that
+#: ``Database.serialised`` holds for its transaction.
+_SERIAL_LOCK = "SELECT pg_advisory_xact_lock(6400, 1)"
+
+
 class Database:
     """Runs ``Query`` objects; translates a lost database into ``DatabaseUnavailable``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite (one process): an asyncio lock stands in for the advisory lock.
+        self._serial = asyncio.Lock()
         self._direct = engine.dialect.driver == "asyncpg"
         # A restart of Postgres leaves every pooled connection dead; each is found out in turn
         # (fast: the socket is already closed), so allow one try per pooled connection.
@@ -197,6 +219,52 @@ class Database:
         """
         rows = await self._run(query, params, one=True, write=True)
         return rows[0] if rows else None
+
+    @asynccontextmanager
+    async def serialised(self) -> AsyncIterator[Transaction]:
+        """One transaction, run while no other ``serialised`` one runs anywhere (an advisory
+        lock on Postgres, held until it commits), so a check and the write it allows cannot
+        interleave with another's: a count below a limit is still below it at the insert.
+        An exception inside rolls it back. Not retried: a write may be in it."""
+        if not self._direct:
+            async with self._serial:
+                try:
+                    async with self.engine.begin() as conn:
+
+                        async def run_sqlalchemy(query: Query, params: dict[str, Any]) -> Any:
+                            result = await conn.execute(query.statement, params)
+                            return result.first() if result.returns_rows else None
+
+                        yield Transaction(run_sqlalchemy)
+                except sqlalchemy.exc.OperationalError as exc:
+                    raise DatabaseUnavailable(_first_line(exc)) from exc
+            return
+        try:
+            checked_out = await checkout_live(self.engine)
+            if checked_out is None:  # closed in the pool: the next one is fresh or new
+                checked_out = await checkout_live(self.engine)
+        except Exception as exc:
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+        if checked_out is None:
+            raise DatabaseUnavailable("no live database connection")
+        pooled, connection = checked_out
+
+        async def run_asyncpg(query: Query, params: dict[str, Any]) -> Any:
+            return await connection.fetchrow(query.sql, *query.args(params))
+
+        try:
+            async with connection.transaction():
+                await connection.execute(_SERIAL_LOCK)
+                yield Transaction(run_asyncpg)
+        except (asyncpg.QueryCanceledError, TimeoutError) as exc:
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if not connection.is_closed():
+                raise
+            pooled.invalidate(exc)
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+        finally:
+            pooled.close()
 
     async def _run(
         self, query: Query, params: dict[str, Any], *, one: bool, write: bool = False

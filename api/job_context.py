@@ -20,6 +20,7 @@ from api.database import Database
 from api.errors import ApiError
 from api.state import JobSender
 from models.clock import utcnow
+from models.settings import LimitSettings
 
 log = structlog.get_logger("api")
 
@@ -29,7 +30,8 @@ class Jobs:
     """What the job routes use: the database (the job's row), the sender (its message), the
     base of the URLs handed out (PUBLIC_BASE_URL, else the request's) and how long a
     finished job's result is kept (JOB_RESULT_TTL_S: the API finishes jobs too, by a
-    cancel or a failed send, and stamps their expiry).
+    cancel or a failed send, and stamps their expiry), and the limits new jobs are admitted
+    under (api.admission).
 
     One dependency, not four: Litestar resolves a handler's independent dependencies
     concurrently, starting a task group for every request, an overhead out of all proportion
@@ -40,6 +42,7 @@ class Jobs:
     sender: JobSender
     public_base_url: str | None
     result_ttl: timedelta
+    limits: LimitSettings
 
     def base_url(self, request: Request) -> str:
         """scheme://host[:port] of the URLs handed out."""

@@ -49,13 +49,17 @@ def query_param(description: str, type_: OpenAPIType = OpenAPIType.STRING, **sch
 def errors(*codes: int) -> dict[int, ResponseSpec]:
     descriptions = {
         400: "Bad input: the message says which field and why",
+        401: "API keys are on and the request has no valid Authorization: Bearer key",
         404: "Not found",
         409: "Conflict with the resource's state: the message says which state and why",
         410: "Gone: the result has expired (finished jobs' results are kept JOB_RESULT_TTL_S)",
         413: "Request body too large",
         415: "The body is declared as something other than JSON (Content-Type)",
         422: "Well-formed but refused: the message says why",
-        503: "The database or the job queue is unreachable; retry shortly",
+        429: "Too many requests or unfinished jobs from this client: the message says which "
+        "limit; retry after Retry-After seconds",
+        503: "The database or the job queue is unreachable, or the job backlog is full; retry "
+        "shortly (Retry-After)",
     }
     return {
         code: ResponseSpec(

@@ -9,11 +9,21 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Uuid, bindparam, delete, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Uuid,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from api.database import Query
-from models import Job, Todo, lifecycle
+from models import Job, Todo, TodoCounts, lifecycle
 
 #: In ``TodoOut``'s field order.
 TODO_COLUMNS = (
@@ -30,16 +40,29 @@ TODO_BY_ID = Query(select(*TODO_COLUMNS).where(Todo.id == bindparam("id")))
 
 DELETE_TODO = Query(delete(Todo).where(Todo.id == bindparam("id")).returning(*TODO_COLUMNS))
 
-#: Fields the body leaves out take these values (the contract's defaults for a new todo).
+#: The todo count's row while it is below :todos_max, locked (``FOR UPDATE``): a concurrent
+#: creation waits, then sees the count this one's insert left (models.limits).
+_ROOM = (
+    select(TodoCounts.todos)
+    .where(TodoCounts.todos < bindparam("todos_max", type_=BigInteger))
+    .with_for_update()
+    .cte("room")
+)
+
+#: A new todo if there is room for one (else no row: TODOS_MAX). Fields the body leaves out
+#: take these values (the contract's defaults for a new todo).
 INSERT_TODO = Query(
     insert(Todo)
-    .values(
-        title=bindparam("title"),
-        description=bindparam("description", None),
-        completed=bindparam("completed", False),
-        deadline_at=bindparam("deadline_at", None),
-        created_at=bindparam("now"),
-        updated_at=bindparam("now"),
+    .from_select(
+        ["title", "description", "completed", "deadline_at", "created_at", "updated_at"],
+        select(
+            bindparam("title", type_=Todo.title.type),
+            bindparam("description", None, type_=Todo.description.type),
+            bindparam("completed", False, type_=Todo.completed.type),
+            bindparam("deadline_at", None, type_=Todo.deadline_at.type),
+            bindparam("now", type_=Todo.created_at.type),
+            bindparam("now", type_=Todo.updated_at.type),
+        ).select_from(_ROOM),
     )
     .returning(*TODO_COLUMNS)
 )

@@ -3,7 +3,8 @@
 Both the API and the workers import this package; it imports neither of them. Inside:
 
 - the tables: ``base`` (declarative base, naming convention), ``todo``, ``job``,
-  ``attempt`` (each ended attempt of a job), ``idempotency`` (keys of retried POSTs);
+  ``attempt`` (each ended attempt of a job), ``idempotency`` (keys of retried POSTs),
+  ``limits`` (todo counts, rate-limit state);
 - the job's life: ``lifecycle``, every status transition, the only writer of a job's status;
 - the queue contract: ``queue`` (broker factory, actor name per job kind, ``send_job``) and
   ``sqs`` (the SQS broker for production);
@@ -17,6 +18,7 @@ from models.attempt import AttemptOutcome, JobAttempt
 from models.base import Base
 from models.idempotency import IdempotencyKey
 from models.job import Job, JobKind, JobStatus
+from models.limits import RateLimit, TodoCounts
 from models.todo import Todo
 
 __all__ = [
@@ -27,5 +29,7 @@ __all__ = [
     "JobAttempt",
     "JobKind",
     "JobStatus",
+    "RateLimit",
     "Todo",
+    "TodoCounts",
 ]

@@ -36,18 +36,24 @@ REFRESH_INTERVAL_S = 5.0
 INVALID_PASSWORD_SQLSTATE = "28P01"  # noqa: S105 (an error code, not a password)
 
 
+def read_secret_string(secret_arn: str) -> str:
+    """The text of Secrets Manager secret ``secret_arn``, from the ARN's own region (the
+    endpoint is boto3's usual one: AWS_ENDPOINT_URL points it elsewhere, e.g. at moto)."""
+    import boto3  # only processes configured with a secret load boto3
+
+    parts = secret_arn.split(":")
+    region = parts[3] if len(parts) > 3 and parts[0] == "arn" else None
+    client = boto3.client("secretsmanager", region_name=region)
+    return str(client.get_secret_value(SecretId=secret_arn)["SecretString"])
+
+
 def read_secret_password(secret_arn: str) -> str:
     """The ``password`` field of a JSON secret (the RDS-managed form), or the whole string.
 
     The region is the ARN's own (arn:aws:secretsmanager:<region>:...); the endpoint is
     boto3's usual one (AWS_ENDPOINT_URL points it elsewhere, e.g. at a local moto server).
     """
-    import boto3  # only processes configured with a secret load boto3
-
-    parts = secret_arn.split(":")
-    region = parts[3] if len(parts) > 3 and parts[0] == "arn" else None
-    client = boto3.client("secretsmanager", region_name=region)
-    value = client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    value = read_secret_string(secret_arn)
     try:
         document = json.loads(value)
     except ValueError:

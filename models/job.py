@@ -47,6 +47,11 @@ FINAL_STATUSES = frozenset({JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANC
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILURE, JobStatus.CANCELLED})
 
 
+#: Not finished: what backpressure and the per-client quota count.
+UNFINISHED_STATUSES = (JobStatus.PENDING, JobStatus.STARTED, JobStatus.RETRY)
+UNFINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in UNFINISHED_STATUSES))
+
+
 class JobKind(enum.StrEnum):
     ICAL = "ical"
 
@@ -73,6 +78,20 @@ class Job(Base):
             "expires_at",
             postgresql_where=text("result IS NOT NULL"),
             sqlite_where=text("result IS NOT NULL"),
+        ),
+        # The limits (api.admission): unfinished jobs, all and each client's, counted
+        # without reading finished ones.
+        Index(
+            "ix_jobs_unfinished_client",
+            "client",
+            postgresql_where=text(UNFINISHED_SQL),
+            sqlite_where=text(UNFINISHED_SQL),
+        ),
+        Index(
+            "ix_jobs_unfinished",
+            "status",
+            postgresql_where=text(UNFINISHED_SQL),
+            sqlite_where=text(UNFINISHED_SQL),
         ),
         # A job is retried at most once: a second retry finds the first (and answers 409).
         UniqueConstraint("retry_of"),
@@ -111,3 +130,6 @@ class Job(Base):
     #: The W3C trace context (``traceparent``) of the request that submitted the job: the
     #: job's trace id, which its message carries to the worker and a resend carries again.
     traceparent: Mapped[str | None] = mapped_column(String(55))
+    #: Who submitted it (``ip:<address>`` or ``key:<name>``, api.access), for the per-client
+    #: quota of unfinished jobs. NULL for jobs from before the limits.
+    client: Mapped[str | None] = mapped_column(String(80))

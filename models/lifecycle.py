@@ -109,7 +109,7 @@ def describe(exc: BaseException) -> str:
 # --- The statements ---------------------------------------------------------------------
 
 #: API: a new job, committed before its message is sent (a worker must find the row);
-#: :traceparent is the submitting request's trace context (None: none).
+#: :traceparent is the submitting request's trace context (None: none); :client who submitted it.
 SUBMIT = insert(Job).values(
     id=bindparam("id"),
     kind=bindparam("kind"),
@@ -119,6 +119,7 @@ SUBMIT = insert(Job).values(
     enqueued_at=bindparam("now"),
     updated_at=bindparam("now"),
     traceparent=bindparam("traceparent"),
+    client=bindparam("client", None),
 )
 
 #: API: job :id, a new PENDING job of the same kind as job :retry_of if that one is FAILURE
@@ -138,6 +139,7 @@ RETRY = (
             "updated_at",
             "retry_of",
             "traceparent",
+            "client",
         ],
         select(
             bindparam("id", type_=Job.id.type),
@@ -150,6 +152,8 @@ RETRY = (
             Job.id,
             # The retry belongs to the trace of the request that asked for it.
             bindparam("traceparent", type_=Job.traceparent.type),
+            # ... and to the client that asked for it (its quota counts it).
+            bindparam("client", None, type_=Job.client.type),
         ).where(
             Job.id == bindparam("retry_of", type_=Job.id.type),
             Job.status.in_(sorted(status.value for status in RETRYABLE_STATUSES)),

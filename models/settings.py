@@ -26,6 +26,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Self, get_type_hints
 from urllib.parse import urlsplit
@@ -443,6 +444,182 @@ class ApiSettings(_FromEnv):
             raise ConfigError(f"TASKOVERFLOW_FAULTS: unknown fault {self.faults!r}")
 
 
+#: RATE_LIMIT_STORE's named stores (besides a redis:// URL).
+RATE_LIMIT_STORES = ("memory", "postgres")
+
+
+@dataclass(frozen=True, repr=False)
+class LimitSettings(_FromEnv):
+    """What one client, or all of them, may make the service hold and do (docs/RELIABILITY.md,
+    "Limits"). Every refusal names its limit and says when or how to try again."""
+
+    todos_max: int = env(
+        "TODOS_MAX",
+        "most todos the service holds; creating one more is 409 until some are deleted",
+        1_000_000,
+    )
+    calendar_max_events: int = env(
+        "CALENDAR_MAX_EVENTS",
+        "most events one calendar export may hold: a submission over it is 422, and a job "
+        "that finds more todos than this when it runs fails with that reason",
+        1_000_000,
+    )
+    jobs_max_unfinished: int = env(
+        "JOBS_MAX_UNFINISHED",
+        "backpressure: with this many jobs PENDING, STARTED or RETRY, new jobs are 503 with "
+        "Retry-After before anything is queued (Terraform sets it from the worker capacity "
+        "it scales to)",
+        1_000,
+    )
+    jobs_max_unfinished_per_client: int = env(
+        "JOBS_MAX_UNFINISHED_PER_CLIENT",
+        "one client's unfinished jobs at most; another is 429 with Retry-After",
+        50,
+    )
+    backlog_retry_after_s: int = env(
+        "BACKLOG_RETRY_AFTER_S",
+        "Retry-After of the backpressure and per-client job answers",
+        10,
+    )
+    rate_limit_reads: int = env(
+        "RATE_LIMIT_READS_PER_MINUTE",
+        "GET/HEAD requests per client per minute (bursts up to the minute's worth); 0: no limit",
+        6_000,
+    )
+    rate_limit_writes: int = env(
+        "RATE_LIMIT_WRITES_PER_MINUTE",
+        "other requests (creating, changing, submitting) per client per minute (bursts up to "
+        "the minute's worth); 0: no limit",
+        1_200,
+    )
+    rate_limit_store: str | None = env(
+        "RATE_LIMIT_STORE",
+        "where API processes count requests, so the limit holds across them: a redis:// URL, "
+        "postgres (the DATABASE_URL database: what ECS uses) or memory (this process only); "
+        "unset: the broker's Redis, else postgres, else memory",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("TODOS_MAX", self.todos_max),
+            ("CALENDAR_MAX_EVENTS", self.calendar_max_events),
+            ("JOBS_MAX_UNFINISHED", self.jobs_max_unfinished),
+            ("JOBS_MAX_UNFINISHED_PER_CLIENT", self.jobs_max_unfinished_per_client),
+            ("BACKLOG_RETRY_AFTER_S", self.backlog_retry_after_s),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value}")
+        if self.rate_limit_reads < 0 or self.rate_limit_writes < 0:
+            raise ConfigError("RATE_LIMIT_*_PER_MINUTE must not be negative (0: no limit)")
+        store = self.rate_limit_store
+        redis = ("redis://", "rediss://", "unix://")
+        if store is not None and store not in RATE_LIMIT_STORES and not store.startswith(redis):
+            raise ConfigError(
+                "RATE_LIMIT_STORE must be a redis:// URL, postgres or memory, not "
+                f"{redact_url(store)!r}"
+            )
+
+    @property
+    def rate_limited(self) -> bool:
+        return bool(self.rate_limit_reads or self.rate_limit_writes)
+
+
+#: ``name:sha256hex``, one accepted API key (api.keys makes them).
+_KEY_ENTRY = re.compile(r"([A-Za-z0-9._-]{1,64}):([0-9a-f]{64})")
+
+
+def parse_api_key_hashes(text: str, source: str) -> dict[str, str]:
+    """``{sha256 hex: name}`` from ``name:sha256hex`` entries separated by commas, spaces or
+    newlines (API_KEYS, or the secret API_KEYS_SECRET_ARN names)."""
+    hashes: dict[str, str] = {}
+    for entry in re.split(r"[\s,]+", text.strip()):
+        if not entry:
+            continue
+        match = _KEY_ENTRY.fullmatch(entry)
+        if match is None:
+            # Never echo the entry: it could be a key pasted in place of its hash.
+            raise ConfigError(
+                f"{source}: every entry must be name:sha256hex (python -m api.keys new NAME "
+                "makes one)"
+            )
+        hashes[match.group(2)] = match.group(1)
+    return hashes
+
+
+@dataclass(frozen=True, repr=False)
+class AccessSettings(_FromEnv):
+    """Who may call the API and from where: API keys, the proxies whose X-Forwarded-For is
+    believed, CORS."""
+
+    api_keys: str | None = env(
+        "API_KEYS",
+        "accepted API keys as name:sha256hex entries (hashes only; python -m api.keys new "
+        "NAME makes a key and its entry); set: writes and job endpoints need "
+        "Authorization: Bearer <key>; unset: no keys (the course contract)",
+        None,
+        secret=True,
+    )
+    api_keys_secret_arn: str | None = env(
+        "API_KEYS_SECRET_ARN",
+        "Secrets Manager secret holding the API_KEYS entries, read at start and every "
+        "API_KEYS_REFRESH_S, so keys rotate without a restart (ECS); overrides API_KEYS",
+        None,
+    )
+    api_keys_refresh_s: int = env(
+        "API_KEYS_REFRESH_S", "how often API_KEYS_SECRET_ARN is read again", 60
+    )
+    trusted_proxies: str | None = env(
+        "TRUSTED_PROXIES",
+        "CIDR ranges of the proxies (load balancers) in front of the API: only a request from "
+        "one of them has its client address taken from X-Forwarded-For (and its scheme from "
+        "X-Forwarded-Proto); unset: the connection's own address, always",
+        None,
+    )
+    cors_allow_origins: str | None = env(
+        "CORS_ALLOW_ORIGINS",
+        "origins (scheme://host[:port], comma-separated) whose pages may call the API from a "
+        "browser; unset: none (the page is served from the API's own origin)",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        if self.api_keys is not None:
+            parse_api_key_hashes(self.api_keys, "API_KEYS")
+        arn = self.api_keys_secret_arn
+        if arn is not None and not arn.startswith("arn:"):
+            raise ConfigError("API_KEYS_SECRET_ARN must be a secret's ARN (arn:aws:...)")
+        if self.api_keys_refresh_s < 1:
+            raise ConfigError("API_KEYS_REFRESH_S must be at least 1")
+        _ = self.proxy_networks  # refuses what is not a CIDR range
+        for origin in self.cors_origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (scheme://host[:port])"
+                )
+
+    @property
+    def keys_required(self) -> bool:
+        return self.api_keys is not None or self.api_keys_secret_arn is not None
+
+    @property
+    def proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        try:
+            return tuple(
+                ip_network(part, strict=False)
+                for part in re.split(r"[\s,]+", (self.trusted_proxies or "").strip())
+                if part
+            )
+        except ValueError as exc:
+            raise ConfigError(f"TRUSTED_PROXIES: {exc}") from None
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return tuple(
+            o.rstrip("/") for o in re.split(r"[\s,]+", (self.cors_allow_origins or "").strip()) if o
+        )
+
+
 @dataclass(frozen=True, repr=False)
 class DeploySettings(_FromEnv):
     environment: str = env(
@@ -609,6 +786,8 @@ class Settings:
     deploy: DeploySettings = field(default_factory=DeploySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     zero_setup: ZeroSetupSettings = field(default_factory=ZeroSetupSettings)
 
     def __post_init__(self) -> None:
@@ -621,10 +800,28 @@ class Settings:
                 raise ConfigError(
                     "TASKOVERFLOW_ENV=production needs a redis:// or sqs:// BROKER_URL"
                 )
+            if self.limits.rate_limit_store == "memory":
+                raise ConfigError(
+                    "RATE_LIMIT_STORE=memory is refused in production: each API process would "
+                    "count alone, multiplying every limit by the number of processes"
+                )
+        if self.rate_limit_store == "postgres" and not self.database.url.startswith("postgresql"):
+            raise ConfigError("RATE_LIMIT_STORE=postgres needs a Postgres DATABASE_URL")
         if self.broker.is_sqs:
             if self.broker.sqs_visibility_timeout_s is None:
                 raise ConfigError("SQS_VISIBILITY_TIMEOUT_S must be settled: use from_env")
             sqs_visibility_timeout_s(self.broker, self.jobs)  # refuses a value SQS would misuse
+
+    @property
+    def rate_limit_store(self) -> str:
+        """Where the rate limits count: RATE_LIMIT_STORE, or unset the broker's Redis (every
+        API process of a Redis deployment reaches it), else postgres (an SQS deployment's
+        shared store), else memory (the single-process run on SQLite)."""
+        if self.limits.rate_limit_store is not None:
+            return self.limits.rate_limit_store
+        if self.broker.url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker.url
+        return "postgres" if self.database.url.startswith("postgresql") else "memory"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -646,6 +843,8 @@ class Settings:
             deploy=DeploySettings.from_env(environ),
             worker=WorkerSettings.from_env(environ),
             telemetry=TelemetrySettings.from_env(environ),
+            limits=LimitSettings.from_env(environ),
+            access=AccessSettings.from_env(environ),
             zero_setup=ZeroSetupSettings.from_env(environ),
         )
 

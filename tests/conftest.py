@@ -84,7 +84,12 @@ def engine(settings: Settings) -> Iterator[Engine]:
     """An engine on the test database; every test starts with empty tables."""
     engine = create_db_engine(settings.database, application_name="tests")
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE todos, jobs, job_attempts, idempotency_keys RESTART IDENTITY"))
+        conn.execute(
+            text(
+                "TRUNCATE todos, jobs, job_attempts, idempotency_keys, rate_limits"
+                " RESTART IDENTITY"
+            )
+        )
     yield engine
     engine.dispose()
 

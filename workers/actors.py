@@ -24,7 +24,11 @@ def render_calendar(job_id: str) -> None:
     """Run calendar job ``job_id`` (the message carries only the id, never the todos)."""
     resources = current_resources()
     jobs = resources.settings.jobs
-    render = partial(calendar_text, uid_domain=jobs.calendar_uid_domain)
+    render = partial(
+        calendar_text,
+        uid_domain=jobs.calendar_uid_domain,
+        max_events=resources.settings.limits.calendar_max_events,
+    )
     run_job(resources.engine, parse_job_id(job_id), render, keep=jobs.result_ttl)
 
 

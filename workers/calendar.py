@@ -25,6 +25,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from models import Todo
+from workers.errors import PermanentJobError
 from workers.ical import CalendarTodo, write_calendar
 from workers.runner import Progress
 
@@ -90,8 +91,20 @@ _FIRST_PAGE_SQL, _DATED_SQL = _psycopg2_sql(_FIRST_PAGE), _psycopg2_sql(_DATED)
 _COUNT_SQL = _psycopg2_sql(_COUNT)
 
 
+def _within(events: int, max_events: int | None) -> None:
+    """The API refuses a submission over CALENDAR_MAX_EVENTS; todos added since then can
+    still take a job over it, which then fails for good, saying why (not worth a retry)."""
+    if max_events is not None and events > max_events:
+        raise PermanentJobError(
+            f"calendar too large: {events} events, more than {max_events} "
+            "(CALENDAR_MAX_EVENTS); delete dated todos or clear their deadlines, then retry"
+        )
+
+
 @contextmanager
-def dated_todos(conn: Connection, progress: Progress) -> Iterator[Iterable[CalendarTodo]]:
+def dated_todos(
+    conn: Connection, progress: Progress, max_events: int | None = None
+) -> Iterator[Iterable[CalendarTodo]]:
     """The dated todos of one snapshot, for the block; ``conn`` is in autocommit mode.
 
     Most calendars are small: one plain query (one round trip) answers them. Only when that
@@ -117,6 +130,7 @@ def dated_todos(conn: Connection, progress: Progress) -> Iterator[Iterable[Calen
         first = conn.execute(_FIRST_PAGE).all()
         conn.commit()  # autocommit: ends SQLAlchemy's own bookkeeping only
     if len(first) <= FETCH_BATCH:
+        _within(len(first), max_events)
         progress.update(RENDERING, done=0, total=len(first))
         # Rows unpack like CalendarTodo (same columns, same order): no per-row wrapping.
         yield cast("list[CalendarTodo]", first)
@@ -135,13 +149,17 @@ def dated_todos(conn: Connection, progress: Progress) -> Iterator[Iterable[Calen
                 dbapi = conn.connection.dbapi_connection
                 with dbapi.cursor() as counter:  # type: ignore[union-attr]
                     counter.execute(_COUNT_SQL)
-                    progress.update(READING, total=counter.fetchone()[0])
+                    total = counter.fetchone()[0]
+                _within(total, max_events)
+                progress.update(READING, total=total)
                 with dbapi.cursor(name="dated_todos") as cursor:  # type: ignore[union-attr]
                     cursor.execute(_DATED_SQL)
                     batches = iter(partial(cursor.fetchmany, FETCH_BATCH), [])
                     yield chain.from_iterable(_told(batches, progress))
             else:
-                progress.update(READING, total=conn.execute(_COUNT).scalar_one())
+                total = conn.execute(_COUNT).scalar_one()
+                _within(total, max_events)
+                progress.update(READING, total=total)
                 # Closed even when the rendering stops half-way (a cancel): an open SQLite
                 # statement keeps its read snapshot, and the job's next write would fail.
                 with conn.execute(_DATED.execution_options(yield_per=FETCH_BATCH)) as rows:
@@ -161,7 +179,10 @@ def _told(batches: Iterable[Sequence[Any]], progress: Progress) -> Iterator[Sequ
     progress.update(RENDERING, done=done)
 
 
-def calendar_text(conn: Connection, progress: Progress, *, uid_domain: str) -> str:
-    """The work of an ``ical`` job: every dated todo as one iCalendar (RFC 5545) text."""
-    with dated_todos(conn, progress) as todos:
+def calendar_text(
+    conn: Connection, progress: Progress, *, uid_domain: str, max_events: int | None = None
+) -> str:
+    """The work of an ``ical`` job: every dated todo as one iCalendar (RFC 5545) text, if
+    there are at most ``max_events``."""
+    with dated_todos(conn, progress, max_events) as todos:
         return write_calendar(todos, uid_domain=uid_domain)

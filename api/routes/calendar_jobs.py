@@ -18,6 +18,8 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api import queries
+from api.access import client_of
+from api.admission import admitted_job, check_calendar_size
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
 from api.job_context import Jobs, parse_job_id
@@ -70,8 +72,11 @@ class CalendarJobController(Controller):
         operation_id="submitCalendarJob",
         summary="Start a calendar export job",
         description="202 with the job's status URL (also in Location); 503 if the job queue "
-        "cannot be reached (the job is then marked FAILURE, nothing waits for it).",
-        responses={**errors(400, 503), **IDEMPOTENCY_RESPONSES},
+        "cannot be reached (the job is then marked FAILURE, nothing waits for it) or the "
+        "backlog is full (JOBS_MAX_UNFINISHED; Retry-After); 422 if the calendar would exceed "
+        "CALENDAR_MAX_EVENTS; 429 if this client has JOBS_MAX_UNFINISHED_PER_CLIENT jobs "
+        "unfinished or is over its rate limit (Retry-After).",
+        responses={**errors(400, 422, 429, 503), **IDEMPOTENCY_RESPONSES},
         # Idempotency-Key is handled in front of Litestar (api.idempotency): documented only.
         operation_class=idempotent_operation(
             with_links_and_examples(_TASK_LINKS, {"202": _TASK_EXAMPLE})
@@ -79,17 +84,22 @@ class CalendarJobController(Controller):
     )
     async def submit(self, request: Request, jobs: NamedDependency[Jobs]) -> Response[TaskCreated]:
         job_id = uuid.uuid4()
+        client = client_of(request)
+        # Refused before anything is written or queued: too many events, too many jobs.
+        await check_calendar_size(jobs.db, jobs.limits)
         # The row and the message carry the trace (its send span's): the worker continues it.
         with publishing(jobs.sender.broker, jobs.sender.queue_name, job_id) as traceparent:
-            # Committed first (the insert is its own transaction): a worker that receives the
+            # Committed first (admitted_job commits as it ends): a worker that receives the
             # message must find the row.
-            await jobs.db.execute(
-                queries.INSERT_JOB,
-                id=job_id,
-                kind=JobKind.ICAL.value,
-                now=utcnow(),
-                traceparent=traceparent,
-            )
+            async with admitted_job(jobs.db, jobs.limits, client) as tx:
+                await tx.fetch_one(
+                    queries.INSERT_JOB,
+                    id=job_id,
+                    kind=JobKind.ICAL.value,
+                    now=utcnow(),
+                    traceparent=traceparent,
+                    client=client,
+                )
             await jobs.send(
                 JobKind.ICAL,
                 job_id,

@@ -21,6 +21,8 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from api import queries
+from api.access import client_of
+from api.admission import admitted_job, check_calendar_size
 from api.errors import ApiError
 from api.job_context import Jobs, calendar_job_urls, parse_job_id
 from api.job_list import (
@@ -310,8 +312,9 @@ class JobController(Controller):
         description="202, the new job (PENDING, retry_of naming this one; also in Location). "
         "The job itself stays as it was: finished jobs never change. 409 unless the job is "
         "FAILURE or CANCELLED, or when it was already retried (Location: that retry). 503 if "
-        "the job queue cannot be reached (the new job is then FAILURE).",
-        responses=errors(404, 409, 503),
+        "the job queue cannot be reached (the new job is then FAILURE); the limits of a "
+        "submission apply (422, 429, 503 with Retry-After).",
+        responses=errors(404, 409, 422, 429, 503),
         operation_class=with_links_and_examples({"202": _READ_OR_CANCEL}, {"202": _RETRY}),
     )
     async def retry_job(
@@ -319,17 +322,22 @@ class JobController(Controller):
     ) -> Response[JobOut]:
         parsed = parse_job_id(job_id)
         new_id = uuid.uuid4()
+        client = client_of(request)
+        # A retry is a new job: the limits a submission meets, before anything is written.
+        await check_calendar_size(jobs.db, jobs.limits)
         # The new job's row and message carry the trace of this request (as a submission's).
         with publishing(jobs.sender.broker, jobs.sender.queue_name, new_id) as traceparent:
             # A new job, committed before its message is sent (as a submission is): a worker
             # that receives the message must find the row.
-            row = await jobs.db.execute(
-                queries.RETRY_JOB,
-                id=new_id,
-                retry_of=parsed,
-                now=utcnow(),
-                traceparent=traceparent,
-            )
+            async with admitted_job(jobs.db, jobs.limits, client) as tx:
+                row = await tx.fetch_one(
+                    queries.RETRY_JOB,
+                    id=new_id,
+                    retry_of=parsed,
+                    now=utcnow(),
+                    traceparent=traceparent,
+                    client=client,
+                )
             if row is not None:
                 kind, *columns = row
                 await jobs.send(

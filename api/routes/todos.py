@@ -10,6 +10,7 @@ from litestar.openapi.spec import OpenAPIType
 from litestar.params import FromPath, QueryParameter
 
 from api import queries
+from api.admission import todos_full
 from api.database import Database
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
@@ -28,6 +29,7 @@ from api.todo_input import (
     parse_window,
 )
 from models.clock import utcnow
+from models.settings import LimitSettings
 
 MAX_ID = 2**31 - 1
 
@@ -112,14 +114,21 @@ class TodoController(Controller):
         description=_BODY_DOC,
         # Idempotency-Key is handled in front of Litestar (api.idempotency): documented only.
         operation_class=idempotent_operation(CreateTodoOperation),
-        responses={**errors(400, 413, 415, 503), **IDEMPOTENCY_RESPONSES},
+        responses={**errors(400, 409, 413, 415, 503), **IDEMPOTENCY_RESPONSES},
     )
-    async def create_todo(self, request: Request, db: NamedDependency[Database]) -> TodoOut:
+    async def create_todo(
+        self,
+        request: Request,
+        db: NamedDependency[Database],
+        limits: NamedDependency[LimitSettings],
+    ) -> TodoOut:
         body = json_object_body(await request.body(), request.headers.get("content-type"))
         values = parse_todo_fields(body, creating=True)
-        row = await db.execute(queries.INSERT_TODO, **values, now=utcnow())
-        if row is None:  # INSERT ... RETURNING always returns the row
-            raise RuntimeError("insert returned no row")
+        row = await db.execute(
+            queries.INSERT_TODO, **values, now=utcnow(), todos_max=limits.todos_max
+        )
+        if row is None:  # no room: TODOS_MAX todos already
+            raise todos_full(limits)
         return TodoOut(*row)
 
     @put(

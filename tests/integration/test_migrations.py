@@ -18,7 +18,15 @@ from models import Base, Job, schema
 from models.settings import normalise_database_url
 from tests.services import ROOT, migrate, scratch_database
 
-ALL_TABLES = {"alembic_version", "idempotency_keys", "job_attempts", "jobs", "todos"}
+ALL_TABLES = {
+    "alembic_version",
+    "idempotency_keys",
+    "job_attempts",
+    "jobs",
+    "rate_limits",
+    "todo_counts",
+    "todos",
+}
 
 
 def engine_for(url: str):  # type: ignore[no-untyped-def]
@@ -86,13 +94,7 @@ def test_migrations_run_on_sqlite_both_ways_and_match_the_models(tmp_path):  # t
         )
         assert done.returncode == 0, done.stderr
     engine = create_engine(url, poolclass=pool.NullPool)
-    assert set(inspect(engine).get_table_names()) == {
-        "alembic_version",
-        "idempotency_keys",
-        "job_attempts",
-        "jobs",
-        "todos",
-    }
+    assert set(inspect(engine).get_table_names()) == ALL_TABLES
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
