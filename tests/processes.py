@@ -127,6 +127,7 @@ def start_api(env: Mapping[str, str], port: int) -> Process:
             "--port",
             str(port),
             "--no-access-log",
+            "--no-proxy-headers",  # as the image runs it: X-Forwarded-For is the app's call
         ],
         env,
     )

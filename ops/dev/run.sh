@@ -17,7 +17,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$bin/uvicorn" --factory api.app:create_app_from_env --host 127.0.0.1 --port "$port" --no-access-log &
+"$bin/uvicorn" --factory api.app:create_app_from_env --host 127.0.0.1 --port "$port" --no-access-log --no-proxy-headers &
 pids+=($!)
 WORKER_PROCESSES=$processes DRAMATIQ_THREADS=$threads "$bin/python" -m workers &
 pids+=($!)

@@ -79,6 +79,7 @@ def main() -> None:
                 port=port,
                 log_config=None,
                 access_log=False,
+                proxy_headers=False,  # TRUSTED_PROXIES decides (api.client_address)
             )
         )
         try:
