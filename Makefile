@@ -73,7 +73,7 @@ migrate: db ## Apply migrations (alembic upgrade head)
 
 .PHONY: api
 api: $(RUN_STAMP) ## Run only the API (uvicorn) on $(PORT)
-	$(SERVICES_ENV) exec $(BIN)/uvicorn --factory api.app:create_app_from_env --host 127.0.0.1 --port $(PORT) --no-access-log
+	$(SERVICES_ENV) exec $(BIN)/uvicorn --factory api.app:create_app_from_env --host 127.0.0.1 --port $(PORT) --no-access-log --no-proxy-headers
 
 .PHONY: worker
 worker: $(RUN_STAMP) ## Run only a worker: make worker PROCESSES=2 THREADS=8

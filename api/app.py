@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 import structlog
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -30,6 +31,7 @@ from litestar.types import (
 )
 from litestar.utils import normalize_path
 
+from api.access import access_layer
 from api.backlog import BacklogReader, backlog_reader
 from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
@@ -37,7 +39,9 @@ from api.http_methods import rfc9110_methods
 from api.idempotency import IdempotencyKeys
 from api.job_context import Jobs
 from api.job_events import JobEvents
+from api.keys import ApiKeys
 from api.metrics import HttpMetrics, metrics_route
+from api.rate_limits import MemoryStore, PostgresStore, RateLimiter, RedisStore, Store
 from api.request_log import request_log_middleware
 from api.routes.calendar_jobs import CalendarJobController
 from api.routes.console import ConsoleController
@@ -46,6 +50,7 @@ from api.routes.job_events import job_events
 from api.routes.jobs import JobController
 from api.routes.page import page_routes
 from api.routes.todos import TodoController
+from api.security_headers import security_headers
 from api.state import CrashAfterCommitSender, JobSender
 from models.log_config import configure_logging
 from models.queue import build_broker
@@ -58,6 +63,8 @@ log = structlog.get_logger("api")
 IDEMPOTENCY_KEYS = "idempotency_keys"
 #: Where create_app leaves the app's HttpMetrics (app.state) for _http_entry.
 HTTP_METRICS = "http_metrics"
+#: Where create_app leaves the access layer's wrapper (app.state) for _http_entry.
+ACCESS = "access"
 
 
 class TaskOverflowApp(Litestar):
@@ -70,10 +77,16 @@ class TaskOverflowApp(Litestar):
     def _http_entry(self) -> ASGIApp:
         # Idempotency-Key on the creating POSTs (api.idempotency), set up by create_app.
         inner = self.state[IDEMPOTENCY_KEYS].wrap(super().__call__)
+        # Client identity, API keys and rate limits (api.access): before idempotency, so a
+        # refused request is never remembered as a POST's answer.
+        inner = self.state[ACCESS](inner)
         # Requests are counted only where /metrics serves them (API_METRICS).
         metrics: HttpMetrics | None = self.state.get(HTTP_METRICS)
         observe = None if metrics is None else metrics.observer(self._route_of)
-        return request_log_middleware(rfc9110_methods(self, inner), observe=observe)
+        # Security headers on every answer, the refusals of the layers inside included.
+        return request_log_middleware(
+            security_headers(rfc9110_methods(self, inner)), observe=observe
+        )
 
     def _route_of(self, path: str, method: str) -> str:
         """The path template ``path`` routes to for ``method`` (Litestar's cached routing);
@@ -106,6 +119,26 @@ def _backlog_or_none(sender: JobSender) -> BacklogReader | None:
         return None
 
 
+def _rate_limiter(settings: Settings, db: Database) -> RateLimiter | None:
+    """The rate limits' counter in the store RATE_LIMIT_STORE names; None if unlimited."""
+    limits = settings.limits
+    if not limits.rate_limited:
+        return None
+    where = settings.rate_limit_store
+    store: Store
+    if where == "memory":
+        store = MemoryStore()
+    elif where == "postgres":
+        store = PostgresStore(db)
+    else:
+        store = RedisStore(where, settings.broker.namespace)
+    return RateLimiter(
+        store,
+        reads_per_minute=limits.rate_limit_reads,
+        writes_per_minute=limits.rate_limit_writes,
+    )
+
+
 def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> Litestar:
     """An app for ``settings``. Nothing connects until the first request needs to.
 
@@ -123,6 +156,13 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
     events = JobEvents(engine)  # job change notifications for the events streams
     http_metrics = HttpMetrics()
     serve_metrics = settings.api.metrics
+    keys = ApiKeys(settings.access) if settings.access.keys_required else None
+    limiter = _rate_limiter(settings, db)
+
+    def access(inner: ASGIApp) -> ASGIApp:
+        return access_layer(
+            inner, proxies=settings.access.proxy_networks, keys=keys, limiter=limiter
+        )
 
     def size_thread_pool() -> None:
         # Handlers are async; the threads only make broker sends (blocking clients). Sized
@@ -132,7 +172,15 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         )
         log.info("api ready", db_connections=settings.database.pool_size)
 
+    def load_keys() -> None:
+        if keys is not None:
+            keys.start()  # a secret's keys are read on their own thread, now and then
+
     async def release() -> None:
+        if keys is not None:
+            keys.stop()
+        if limiter is not None:
+            await limiter.store.close()
         await events.close()
         await engine.dispose()
         sender.broker.close()
@@ -153,17 +201,42 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
         dependencies={
             "db": _constant(db),
             "jobs": _constant(
-                Jobs(db, sender, settings.api.public_base_url, settings.jobs.result_ttl)
+                Jobs(
+                    db,
+                    sender,
+                    settings.api.public_base_url,
+                    settings.jobs.result_ttl,
+                    settings.limits,
+                )
             ),
             "events": _constant(events),
+            "limits": _constant(settings.limits),
         },
-        on_startup=[size_thread_pool, events.end_streams_on_signals],
+        on_startup=[size_thread_pool, load_keys, events.end_streams_on_signals],
         on_shutdown=[release],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.api.max_body_bytes,
+        # Off unless CORS_ALLOW_ORIGINS names the other origins whose pages may call us.
+        cors_config=(
+            CORSConfig(
+                allow_origins=list(settings.access.cors_origins),
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                expose_headers=[
+                    "Location",
+                    "Retry-After",
+                    "RateLimit-Limit",
+                    "RateLimit-Remaining",
+                    "RateLimit-Reset",
+                    "X-Request-Id",
+                ],
+            )
+            if settings.access.cors_origins
+            else None
+        ),
         state=State(
             {
                 IDEMPOTENCY_KEYS: IdempotencyKeys(db, settings),
+                ACCESS: access,
                 **({HTTP_METRICS: http_metrics} if serve_metrics else {}),
             }
         ),

@@ -5,9 +5,11 @@ const API = "/api/v1";
 const $ = (id) => document.getElementById(id);
 
 // Show an error from the API (its {"error": ...} body) or the network, never swallow it.
-function showError(message) {
+// `err`: what was thrown; a 401 also gets a way to the API key field.
+function showError(message, err) {
   const box = $("error");
   box.textContent = message;
+  PageAuth.pointAtKey(box, err);
   box.hidden = false;
 }
 
@@ -21,7 +23,8 @@ async function call(method, path, body) {
   try {
     response = await fetch(API + path, {
       method,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      // The API key, when one is set (auth.js): writes and jobs need it when keys are on.
+      headers: PageAuth.headers(body === undefined ? {} : { "Content-Type": "application/json" }),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (err) {
@@ -31,7 +34,7 @@ async function call(method, path, body) {
   const data = type.includes("application/json") ? await response.json() : await response.text();
   if (!response.ok) {
     const reason = data && data.error ? data.error : response.status + " " + response.statusText;
-    throw new Error(reason);
+    throw response.status === 401 ? new PageAuth.Unauthorized(reason) : new Error(reason);
   }
   return data;
 }
@@ -59,7 +62,7 @@ function renderTodo(todo) {
       item.replaceWith(renderTodo(updated));
     } catch (err) {
       box.checked = !box.checked;
-      showError("Could not update the todo: " + err.message);
+      showError("Could not update the todo: " + err.message, err);
       box.disabled = false;
     }
   });
@@ -82,7 +85,7 @@ function renderTodo(todo) {
       item.remove();
       updateEmpty();
     } catch (err) {
-      showError("Could not delete the todo: " + err.message);
+      showError("Could not delete the todo: " + err.message, err);
       remove.disabled = false;
     }
   });
@@ -111,7 +114,7 @@ async function loadTodos() {
     $("todos").replaceChildren(...todos.map(renderTodo));
     updateEmpty();
   } catch (err) {
-    showError("Could not load the todos: " + err.message);
+    showError("Could not load the todos: " + err.message, err);
   }
 }
 
@@ -138,7 +141,7 @@ $("create-form").addEventListener("submit", async (event) => {
     event.target.reset();
     $("title").focus();
   } catch (err) {
-    showError("Could not add the todo: " + err.message);
+    showError("Could not add the todo: " + err.message, err);
   } finally {
     button.disabled = false;
   }
@@ -203,7 +206,8 @@ async function pollJob(taskUrl, onState) {
 }
 
 async function followJob(task, onState) {
-  if (typeof EventSource === "function") {
+  // An EventSource cannot send the API key: with a key set the page polls instead.
+  if (typeof EventSource === "function" && !PageAuth.hasKey()) {
     try {
       return await streamJob(task.task_id, onState);
     } catch (err) {
@@ -238,6 +242,19 @@ function showExport(state) {
   }
 }
 
+// Where the download link points for a finished job's result. With an API key set, the link
+// could not send it: the page fetches the file itself and links to its copy (a blob: URL).
+let resultCopy = null;
+
+async function downloadUrl(resultUrl) {
+  if (resultCopy) URL.revokeObjectURL(resultCopy);
+  resultCopy = null;
+  if (!PageAuth.hasKey()) return resultUrl;
+  const text = await call("GET", new URL(resultUrl).pathname.slice(API.length));
+  resultCopy = URL.createObjectURL(new Blob([text], { type: "text/calendar" }));
+  return resultCopy;
+}
+
 $("export").addEventListener("click", async () => {
   clearError();
   const button = $("export");
@@ -250,17 +267,20 @@ $("export").addEventListener("click", async () => {
     const task = await call("POST", "/todos/ical");
     const state = await followJob(task, showExport);
     if (state.status === "SUCCESS") {
-      download.href = state.resultUrl;
+      download.href = await downloadUrl(state.resultUrl);
       download.hidden = false;
       download.focus();
     }
   } catch (err) {
     status.textContent = "";
     $("export-progress").hidden = $("export-progress-text").hidden = true;
-    showError("Calendar export failed: " + err.message);
+    showError("Calendar export failed: " + err.message, err);
   } finally {
     button.disabled = false;
   }
 });
+
+// A key entered after a 401: that error no longer stands.
+document.addEventListener("taskoverflow:apikey", clearError);
 
 loadTodos();

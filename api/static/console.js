@@ -7,6 +7,7 @@
   const API = "/api/v1";
   const REFRESH_MS = 5000;
   const PAGE_SIZE = 10;
+  const POLL_MS = 1000; // following a job without its events stream (see follow)
   const FINAL = ["SUCCESS", "FAILURE", "CANCELLED"];
   const $ = (id) => document.getElementById(id);
 
@@ -15,21 +16,25 @@
   async function api(method, path) {
     let response;
     try {
-      response = await fetch(path.startsWith("http") ? path : API + path, { method });
+      // The API key, when one is set (auth.js): every job endpoint needs it when keys are on.
+      response = await fetch(path.startsWith("http") ? path : API + path, { method, headers: PageAuth.headers() });
     } catch (err) {
       throw new Error("Cannot reach the server: " + err.message);
     }
     const type = response.headers.get("Content-Type") || "";
     const data = type.includes("application/json") ? await response.json() : null;
     if (!response.ok) {
-      throw new Error(data && data.error ? data.error : response.status + " " + response.statusText);
+      const reason = data && data.error ? data.error : response.status + " " + response.statusText;
+      throw response.status === 401 ? new PageAuth.Unauthorized(reason) : new Error(reason);
     }
     return data;
   }
 
-  function showError(message) {
+  // `err`: what was thrown; a 401 also gets a way to the API key field.
+  function showError(message, err) {
     const box = $("console-error");
     box.textContent = message;
+    PageAuth.pointAtKey(box, err);
     box.hidden = false;
   }
 
@@ -174,7 +179,7 @@
       showJobs(page);
       clearError();
     } catch (err) {
-      showError("Could not refresh the console: " + err.message);
+      showError("Could not refresh the console: " + err.message, err);
     }
   }
 
@@ -284,31 +289,56 @@
     selected.stream = null;
   }
 
-  // The selected job's events stream: every change of its state and progress, until final.
+  // A new state of the followed job (from its events stream or a poll).
+  function onJob(jobId, job) {
+    if (selected.id !== jobId) return;
+    const changed = !selected.job || selected.job.status !== job.status || selected.job.attempts !== job.attempts;
+    // An attempt ends with a change of status: until its record is read, the timeline
+    // says "loading" rather than call the attempt lost.
+    if (changed) selected.attempts = null;
+    showJob(job);
+    if (changed) loadAttempts(jobId).catch((err) => showError("Could not read the attempts: " + err.message, err));
+    if (FINAL.includes(job.status)) {
+      stopStream(); // before the server ends it: else the browser would reconnect
+      refresh();
+    }
+  }
+
+  // Follow the selected job until it is final: its events stream (every change of its state
+  // and progress), or, with an API key set (an EventSource cannot send it) or no EventSource,
+  // the job read every POLL_MS.
   function follow(jobId) {
     stopStream();
-    if (typeof EventSource !== "function") return;
+    if (PageAuth.hasKey() || typeof EventSource !== "function") {
+      poll(jobId);
+      return;
+    }
     const source = new EventSource(API + "/jobs/" + encodeURIComponent(jobId) + "/events");
     selected.stream = source;
-    const onEvent = (event) => {
-      if (selected.id !== jobId) return;
-      const job = JSON.parse(event.data);
-      const changed = !selected.job || selected.job.status !== job.status || selected.job.attempts !== job.attempts;
-      // An attempt ends with a change of status: until its record is read, the timeline
-      // says "loading" rather than call the attempt lost.
-      if (changed) selected.attempts = null;
-      showJob(job);
-      if (changed) loadAttempts(jobId).catch((err) => showError("Could not read the attempts: " + err.message));
-      if (FINAL.includes(job.status)) {
-        stopStream(); // before the server ends it: else the browser would reconnect
-        refresh();
-      }
-    };
+    const onEvent = (event) => onJob(jobId, JSON.parse(event.data));
     source.addEventListener("status", onEvent);
     source.addEventListener("progress", onEvent);
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED && selected.stream === source) selected.stream = null;
     });
+  }
+
+  function poll(jobId) {
+    let timer = null;
+    const poller = { close: () => clearTimeout(timer) };
+    selected.stream = poller; // stopped as a stream is (stopStream)
+    const next = async () => {
+      try {
+        const job = await api("GET", "/jobs/" + encodeURIComponent(jobId));
+        if (selected.stream === poller) onJob(jobId, job);
+      } catch (err) {
+        if (selected.stream !== poller) return;
+        showError("Could not follow job " + jobId + ": " + err.message, err);
+        if (err instanceof PageAuth.Unauthorized) return stopStream(); // asking again won't help
+      }
+      if (selected.stream === poller) timer = setTimeout(next, POLL_MS);
+    };
+    timer = setTimeout(next, POLL_MS);
   }
 
   async function selectJob(jobId, { focus = false } = {}) {
@@ -333,7 +363,7 @@
       if (!FINAL.includes(job.status)) follow(jobId);
       else stopStream();
     } catch (err) {
-      showError("Could not load job " + jobId + ": " + err.message);
+      showError("Could not load job " + jobId + ": " + err.message, err);
     }
   }
 
@@ -344,7 +374,7 @@
       const job = await api("POST", link);
       await done(job);
     } catch (err) {
-      showError(button.textContent + " failed: " + err.message);
+      showError(button.textContent + " failed: " + err.message, err);
     } finally {
       button.disabled = false;
     }
@@ -396,6 +426,10 @@
   $("console-toggle").addEventListener("click", () => setOpen($("console-body").hidden));
   $("console-refresh").addEventListener("click", refresh);
   $("console-auto").addEventListener("change", schedule);
+  // A key entered (or forgotten): the console shows what it opens to now.
+  document.addEventListener("taskoverflow:apikey", () => {
+    if (!$("console-body").hidden) refresh();
+  });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && !$("console-body").hidden) refresh();
     schedule();
