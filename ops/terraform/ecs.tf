@@ -41,6 +41,38 @@ locals {
     SQS_WAIT_TIME_S          = tostring(local.sqs_wait_time_s)
   })
 
+  # Worker processes per worker task (WORKER_PROCESSES): one, so a task is the unit that
+  # scales, and its connection budget (rds.tf) and capacity (below) follow from its threads.
+  worker_processes = 1
+
+  # Backpressure (JOBS_MAX_UNFINISHED): the API refuses new jobs with 503 once this many are
+  # unfinished: about jobs_queued_per_worker_thread waiting for each worker thread the pool
+  # can scale to, so the limit follows the capacity instead of a number typed separately.
+  worker_capacity     = var.worker_max_count * local.worker_processes * var.worker_threads
+  jobs_max_unfinished = local.worker_capacity * var.jobs_queued_per_worker_thread
+
+  # TRUSTED_PROXIES: the load balancer's nodes have addresses in its subnets, so only a
+  # connection from there has its X-Forwarded-For/-Proto believed (the task definition runs
+  # uvicorn without proxy headers; the app decides). Tasks share those subnets, but the
+  # tasks security group lets only the load balancer reach the API port.
+  trusted_proxies = join(",", local.use_default_vpc ? [data.aws_vpc.default[0].cidr_block] : [for s in data.aws_subnet.given : s.cidr_block])
+
+  # What only the API reads (models/settings.py AccessSettings, LimitSettings). Settings
+  # left out keep the code's defaults; api_limits overrides some of them.
+  api_environment = merge(
+    { for name, value in var.api_limits : name => tostring(value) },
+    {
+      JOBS_MAX_UNFINISHED = tostring(local.jobs_max_unfinished)
+      # The SQS deployment has no Redis: every API process counts in one Postgres table.
+      RATE_LIMIT_STORE = "postgres"
+      TRUSTED_PROXIES  = local.trusted_proxies
+    },
+    length(var.cors_allow_origins) == 0 ? {} : { CORS_ALLOW_ORIGINS = join(",", var.cors_allow_origins) },
+    # The API reads the accepted keys' hashes from the secret itself, at start and every
+    # API_KEYS_REFRESH_S, so a rotation needs no restart (ops/README.md, "API keys").
+    var.api_keys_enabled ? { API_KEYS_SECRET_ARN = aws_secretsmanager_secret.api_keys[0].arn } : {},
+  )
+
   # Shared by every container: non-root, read-only root filesystem, a writable /tmp. The
   # images declare VOLUME /tmp, so Fargate fills this task volume from the image's /tmp
   # (mode 1777); an undeclared path would be an empty root-owned 0755 directory.
@@ -68,7 +100,7 @@ locals {
       name         = "api"
       image        = local.image_refs["api"]
       portMappings = [{ containerPort = local.api_port, protocol = "tcp" }]
-      environment = [for k, v in merge(local.common_environment, {
+      environment = [for k, v in merge(local.common_environment, local.api_environment, {
         UVICORN_WORKERS = "1"
         DB_POOL_SIZE    = tostring(var.api_db_pool_size)
         # No /metrics: the port is behind the public load balancer, which would pass
@@ -91,7 +123,7 @@ locals {
       name  = "worker"
       image = local.image_refs["worker"]
       environment = [for k, v in merge(local.common_environment, {
-        WORKER_PROCESSES           = "1"
+        WORKER_PROCESSES           = tostring(local.worker_processes)
         DRAMATIQ_THREADS           = tostring(var.worker_threads)
         WORKER_SHUTDOWN_TIMEOUT_MS = tostring(local.worker_shutdown_ms)
         # Job metrics as CloudWatch EMF log lines, read by the alarms and dashboard
@@ -130,6 +162,16 @@ resource "aws_ecs_task_definition" "api" {
   }
 
   container_definitions = jsonencode([local.containers["api"]])
+
+  lifecycle {
+    # Autoscaling adds worker tasks while the backlog per task exceeds its target: if the
+    # API refused jobs before the backlog could reach that target on every task, the pool
+    # would never scale to its ceiling.
+    precondition {
+      condition     = local.jobs_max_unfinished > var.backlog_per_worker_target * var.worker_max_count
+      error_message = "JOBS_MAX_UNFINISHED (${local.jobs_max_unfinished}) must exceed backlog_per_worker_target x worker_max_count (${var.backlog_per_worker_target * var.worker_max_count}), or the API refuses jobs before the workers scale out: raise jobs_queued_per_worker_thread."
+    }
+  }
 }
 
 resource "aws_ecs_task_definition" "worker" {
@@ -223,7 +265,15 @@ resource "aws_ecs_service" "api" {
     rollback = true
   }
 
-  depends_on = [aws_lb_listener.http, terraform_data.migrate]
+  # With api_keys_enabled, new tasks read the keys at start: the secret's first value and
+  # the role's grant exist before the rollout (otherwise the first read fails, and keyed
+  # requests get 503 until the next API_KEYS_REFRESH_S).
+  depends_on = [
+    aws_lb_listener.http,
+    terraform_data.migrate,
+    aws_secretsmanager_secret_version.api_keys,
+    aws_iam_role_policy.api,
+  ]
 }
 
 resource "aws_ecs_service" "worker" {

@@ -70,7 +70,7 @@ resource "aws_iam_role_policy" "execution" {
 }
 
 # API task role (also the migration task's): send calendar jobs (dramatiq-sqs also looks up
-# the DLQ's URL), read the database password.
+# the DLQ's URL), read the database password and, with api_keys_enabled, the API keys.
 resource "aws_iam_role" "api" {
   count              = local.create_roles ? 1 : 0
   name               = "${var.name}-api"
@@ -88,6 +88,17 @@ data "aws_iam_policy_document" "api" {
     sid       = "FindDeadLetterQueue"
     actions   = ["sqs:GetQueueUrl"]
     resources = [aws_sqs_queue.jobs_dlq.arn]
+  }
+  # With api_keys_enabled: the accepted keys' hashes (API_KEYS_SECRET_ARN), that secret
+  # only: never the first key's plaintext copy (api_keys.tf). Decrypting goes through
+  # Secrets Manager with the same key as the database password (read_database_password).
+  dynamic "statement" {
+    for_each = aws_secretsmanager_secret.api_keys[*].arn
+    content {
+      sid       = "ReadApiKeys"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
   }
 }
 

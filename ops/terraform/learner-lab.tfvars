@@ -100,6 +100,17 @@ log_retention_days = 7
 # [LL] Route 53: "You cannot register a domain", so there is no certificate for HTTPS.
 certificate_arn = null
 
+# --- Who may call the API -----------------------------------------------------------------
+
+# The course's clients (the practical's tests, the web page) send no API key: keep keys off.
+# On, the API's keys live in Secrets Manager, which LabRole already reads for the database
+# password; nothing in [LL] limits Secrets Manager.
+api_keys_enabled = false
+
+# Anyone may reach the load balancer (the default). To keep a lab deployment to yourself,
+# narrow it to your address: -var 'allowed_cidrs=["203.0.113.7/32"]' (curl -s https://checkip.amazonaws.com).
+# allowed_cidrs = ["0.0.0.0/0"]
+
 # --- Task counts and sizes (budget) -------------------------------------------------------
 
 # [LL] lists AWS Fargate with no task-count or vCPU limit, but warns "Any attempt to exceed a service

@@ -94,24 +94,38 @@ resource "aws_security_group" "alb" {
   }
 }
 
+# One rule per allowed range (var.allowed_cidrs; anyone by default).
 resource "aws_vpc_security_group_ingress_rule" "alb_http" {
-  #checkov:skip=CKV_AWS_260:This is the public entry point of the API; with a certificate the listener only redirects to HTTPS.
+  #checkov:skip=CKV_AWS_260:This is the public entry point of the API (var.allowed_cidrs narrows it); with a certificate the listener only redirects to HTTPS.
+  for_each          = toset(var.allowed_cidrs)
   security_group_id = aws_security_group.alb.id
-  description       = "HTTP from anywhere (redirected to HTTPS when a certificate is set)"
-  cidr_ipv4         = "0.0.0.0/0"
+  description       = "HTTP from ${each.value} (redirected to HTTPS when a certificate is set)"
+  cidr_ipv4         = each.value
   from_port         = 80
   to_port           = 80
   ip_protocol       = "tcp"
 }
 
 resource "aws_vpc_security_group_ingress_rule" "alb_https" {
-  count             = var.certificate_arn == null ? 0 : 1
+  for_each          = var.certificate_arn == null ? toset([]) : toset(var.allowed_cidrs)
   security_group_id = aws_security_group.alb.id
-  description       = "HTTPS from anywhere"
-  cidr_ipv4         = "0.0.0.0/0"
+  description       = "HTTPS from ${each.value}"
+  cidr_ipv4         = each.value
   from_port         = 443
   to_port           = 443
   ip_protocol       = "tcp"
+}
+
+# The rules were single (HTTP) and counted (HTTPS) before allowed_cidrs: an existing
+# deployment keeps them as the 0.0.0.0/0 instances instead of replacing them.
+moved {
+  from = aws_vpc_security_group_ingress_rule.alb_http
+  to   = aws_vpc_security_group_ingress_rule.alb_http["0.0.0.0/0"]
+}
+
+moved {
+  from = aws_vpc_security_group_ingress_rule.alb_https[0]
+  to   = aws_vpc_security_group_ingress_rule.alb_https["0.0.0.0/0"]
 }
 
 resource "aws_vpc_security_group_egress_rule" "alb_to_api" {

@@ -47,3 +47,13 @@ output "dashboard_url" {
   description = "The CloudWatch dashboard."
   value       = "https://${var.region}.console.aws.amazon.com/cloudwatch/home?region=${var.region}#dashboards:name=${aws_cloudwatch_dashboard.main.dashboard_name}"
 }
+
+output "api_keys_secret_arn" {
+  description = "With api_keys_enabled: the secret of accepted API keys (name:sha256hex entries) the API reads every API_KEYS_REFRESH_S; add and remove entries here to rotate keys (ops/README.md, \"API keys\"). null otherwise."
+  value       = one(aws_secretsmanager_secret.api_keys[*].arn)
+}
+
+output "initial_api_key_secret_arn" {
+  description = "With api_keys_enabled: the secret holding the first API key in plaintext (entry \"initial\"): aws secretsmanager get-secret-value --secret-id <this> --query SecretString --output text. null otherwise."
+  value       = one(aws_secretsmanager_secret.initial_api_key[*].arn)
+}

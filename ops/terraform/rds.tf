@@ -100,7 +100,7 @@ locals {
   db_connections = {
     needed = (
       var.api_desired_count * (var.api_db_pool_size + 1)
-      + var.worker_max_count * (var.worker_threads + 1)
+      + var.worker_max_count * local.worker_processes * (var.worker_threads + 1)
       + 1
     )
     # RDS keeps 3 slots for superusers (superuser_reserved_connections); the rest of the

@@ -256,3 +256,71 @@ variable "certificate_arn" {
   type        = string
   default     = null
 }
+
+# --- Who may reach the API, and what it accepts (models/settings.py AccessSettings, LimitSettings)
+
+variable "allowed_cidrs" {
+  description = "IPv4 CIDR ranges that may reach the load balancer (HTTP, and HTTPS with a certificate): [\"0.0.0.0/0\"] is anyone; narrow it (e.g. your office's or campus's range) to keep the API private. The load balancer is IPv4 only, so IPv6 ranges are refused; each range takes up to two of the security group's 60 inbound rules."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.allowed_cidrs) >= 1 && length(var.allowed_cidrs) <= 30
+    error_message = "allowed_cidrs needs 1 to 30 ranges (an empty list would leave the load balancer unreachable)."
+  }
+
+  validation {
+    # cidrnetmask accepts IPv4 only; cidrsubnet(c, 0, 0) == c refuses host bits (10.0.0.1/8),
+    # which AWS would otherwise store as another range than the one written.
+    condition     = alltrue([for c in var.allowed_cidrs : can(cidrnetmask(c)) && try(cidrsubnet(c, 0, 0) == c, false)])
+    error_message = "Every allowed_cidrs entry must be an IPv4 network in CIDR form with no host bits set, e.g. 203.0.113.0/24 or 0.0.0.0/0."
+  }
+}
+
+variable "api_keys_enabled" {
+  description = "Require an API key for writes and job endpoints (Authorization: Bearer <key>): creates a Secrets Manager secret of accepted keys' name:sha256 entries, read by the API every API_KEYS_REFRESH_S (rotation without a restart, ops/README.md), and an initial key in a second secret for the operator. false: no keys, the course contract."
+  type        = bool
+  default     = false
+}
+
+variable "cors_allow_origins" {
+  description = "CORS_ALLOW_ORIGINS: origins (scheme://host[:port]) whose web pages may call the API from a browser. []: none (the API's own page needs none)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    # The same rule as models/settings.py AccessSettings (an origin, no path).
+    condition     = alltrue([for o in var.cors_allow_origins : can(regex("^https?://[^/\\s,]+/?$", o))])
+    error_message = "Every cors_allow_origins entry must be an origin: http(s)://host[:port], no path."
+  }
+}
+
+variable "jobs_queued_per_worker_thread" {
+  description = "Backpressure: the API answers new jobs 503 (Retry-After) once the unfinished jobs reach worker_max_count x worker processes x worker_threads x this (JOBS_MAX_UNFINISHED), i.e. about this many jobs waiting for each worker thread at full scale. 20 with the other defaults gives 960, near the code's own default of 1000; it must leave each worker task more than backlog_per_worker_target jobs, or autoscaling could never reach its ceiling."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.jobs_queued_per_worker_thread >= 1 && floor(var.jobs_queued_per_worker_thread) == var.jobs_queued_per_worker_thread
+    error_message = "jobs_queued_per_worker_thread must be a whole number, at least 1."
+  }
+}
+
+variable "api_limits" {
+  description = "Other limits of the API task, by environment variable name, e.g. { RATE_LIMIT_WRITES_PER_MINUTE = 600 }: TODOS_MAX, CALENDAR_MAX_EVENTS, JOBS_MAX_UNFINISHED_PER_CLIENT, BACKLOG_RETRY_AFTER_S, RATE_LIMIT_READS_PER_MINUTE, RATE_LIMIT_WRITES_PER_MINUTE (0: no rate limit). Unset ones keep the code's defaults (README, configuration)."
+  type        = map(number)
+  default     = {}
+
+  validation {
+    condition = alltrue([for name in keys(var.api_limits) : contains([
+      "TODOS_MAX", "CALENDAR_MAX_EVENTS", "JOBS_MAX_UNFINISHED_PER_CLIENT", "BACKLOG_RETRY_AFTER_S",
+      "RATE_LIMIT_READS_PER_MINUTE", "RATE_LIMIT_WRITES_PER_MINUTE",
+    ], name)])
+    error_message = "api_limits takes TODOS_MAX, CALENDAR_MAX_EVENTS, JOBS_MAX_UNFINISHED_PER_CLIENT, BACKLOG_RETRY_AFTER_S, RATE_LIMIT_READS_PER_MINUTE and RATE_LIMIT_WRITES_PER_MINUTE (JOBS_MAX_UNFINISHED comes from jobs_queued_per_worker_thread)."
+  }
+
+  validation {
+    condition     = alltrue([for value in values(var.api_limits) : value >= 0 && floor(value) == value])
+    error_message = "api_limits values must be whole numbers, 0 or more (the code refuses 0 for all but the rate limits)."
+  }
+}

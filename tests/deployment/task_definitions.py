@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import tfparse
 from tests.services import ROOT
 
 TERRAFORM = Path(ROOT, "ops", "terraform")
+_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"  # noqa: S105 (an ARN prefix)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,15 @@ class AwsFacts:
     db_secret_arn: str  # aws_db_instance.main.master_user_secret[0].secret_arn
     repository_url: str  # aws_ecr_repository.app[kind].repository_url, {kind} filled in
     image_digests: Mapping[str, str]  # kind -> "sha256:..." of the image pushed for it
+    # data.aws_vpc.default[0].cidr_block: every region's default VPC is 172.31.0.0/16
+    vpc_cidr: str = "172.31.0.0/16"
+    # data.aws_subnet.given[id].cidr_block, for renderings that set subnet_ids
+    subnet_cidrs: Mapping[str, str] = field(default_factory=dict)
+    # aws_secretsmanager_secret.{api_keys,initial_api_key}[0].arn (api_keys_enabled)
+    api_keys_secret_arn: str = _SECRET_ARN + "taskoverflow-api-keys-AbCdEf"
+    initial_api_key_secret_arn: str = _SECRET_ARN + "taskoverflow-initial-api-key-GhIjKl"
+    # data.aws_secretsmanager_random_password.initial_api_key[0].random_password
+    initial_api_key: str = "InitialKeyStandIn0123456789abcdefghijklmnopqrstuv"
 
 
 def _hcl(value: Any) -> str:
@@ -71,6 +81,21 @@ def render(facts: AwsFacts, variables: Mapping[str, Any] | None = None) -> dict[
             },
             'data "aws_ecr_image" "app"': {
                 "image_digest": f"{_hcl(dict(facts.image_digests))}[each.key]",
+            },
+            # The load balancer's network (TRUSTED_PROXIES).
+            'data "aws_vpc" "default"': {"cidr_block": _hcl(facts.vpc_cidr)},
+            'data "aws_subnet" "given"': {
+                "cidr_block": f"{_hcl(dict(facts.subnet_cidrs))}[each.value]",
+            },
+            # API keys (api_keys_enabled): the secrets and Secrets Manager's generator.
+            'resource "aws_secretsmanager_secret" "api_keys"': {
+                "arn": _hcl(facts.api_keys_secret_arn),
+            },
+            'resource "aws_secretsmanager_secret" "initial_api_key"': {
+                "arn": _hcl(facts.initial_api_key_secret_arn),
+            },
+            'data "aws_secretsmanager_random_password" "initial_api_key"': {
+                "random_password": _hcl(facts.initial_api_key),
             },
         }
         for path in copy.glob("*.tf"):

@@ -403,3 +403,12 @@ def test_the_learner_lab_variables_are_declared_render_and_fit_the_database():
     assert values["db_storage_type"] == "gp2"
     needed, available = connections_at_full_scale(values)
     assert needed <= available
+    assert values["api_keys_enabled"] is False  # the course's clients send no key
+    # Backpressure leaves room for the lab's worker ceiling to be reached (the plan's
+    # precondition on the API task definition).
+    rendered = task_definitions.render(FACTS, values)
+    api = task_definitions.container_definitions(rendered)["api"]["environment"]
+    (jobs_max,) = [int(e["value"]) for e in api if e["name"] == "JOBS_MAX_UNFINISHED"]
+    defaults = {b["__tfmeta"]["label"]: b.get("default") for b in rendered["variable"]}
+    lab = {**defaults, **values}
+    assert jobs_max > lab["backlog_per_worker_target"] * lab["worker_max_count"]

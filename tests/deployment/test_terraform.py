@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 from functools import cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,14 @@ import hcl2
 import pytest
 
 from api.app import create_app
-from models.settings import SQS_MAX_DELAY_MS, SQS_VISIBILITY_MARGIN_S, Settings
+from models.settings import (
+    SQS_MAX_DELAY_MS,
+    SQS_VISIBILITY_MARGIN_S,
+    ConfigError,
+    LimitSettings,
+    Settings,
+    parse_api_key_hashes,
+)
 from models.sqs import queue_names
 from tests.deployment import task_definitions
 from tests.services import ROOT
@@ -78,6 +89,42 @@ def containers() -> dict[str, dict[str, Any]]:
 
 def environment(task: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in containers()[task]["environment"]}
+
+
+#: The subnets of a rendering that gives subnet_ids (their CIDRs stand in for AWS's answer).
+SUBNET_CIDRS = {"subnet-aaa": "10.20.1.0/24", "subnet-bbb": "10.20.2.0/24"}
+#: Every optional part of the API's access and limits switched on.
+EVERYTHING_ON: dict[str, Any] = {
+    "api_keys_enabled": True,
+    "cors_allow_origins": ["https://app.example.org", "http://localhost:5173"],
+    "api_limits": {"RATE_LIMIT_WRITES_PER_MINUTE": 600, "TODOS_MAX": 5000},
+    "allowed_cidrs": ["203.0.113.0/24", "198.51.100.0/24"],
+    "certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/abc",
+    "subnet_ids": list(SUBNET_CIDRS),
+}
+
+
+@cache
+def rendering(variant: str) -> dict[str, Any]:
+    """The whole configuration evaluated: "defaults" or "everything_on"."""
+    if variant == "defaults":
+        return task_definitions.render(FACTS)
+    assert variant == "everything_on", variant
+    return task_definitions.render(
+        dataclasses.replace(FACTS, subnet_cidrs=SUBNET_CIDRS), EVERYTHING_ON
+    )
+
+
+def variant_environment(variant: str, task: str) -> dict[str, str]:
+    definition = task_definitions.container_definitions(rendering(variant))[task]
+    return {e["name"]: e["value"] for e in definition["environment"]}
+
+
+def api_settings(variant: str) -> Settings:
+    """What the API task starts with (production, as on ECS)."""
+    return Settings.from_env(
+        {**variant_environment(variant, "api"), "TASKOVERFLOW_ENV": "production"}
+    )
 
 
 def test_standard_module_files_exist_and_every_file_parses():
@@ -222,16 +269,19 @@ def test_redrive_and_retry_settings_agree():
     assert variable_default("job_time_limit_ms") == defaults.jobs.time_limit_ms
 
 
+@pytest.mark.parametrize("variant", ["defaults", "everything_on"])
 @pytest.mark.parametrize("task", ["api", "worker", "migrate"])
-def test_task_environments_are_read_by_the_code(task: str):
+def test_task_environments_are_read_by_the_code(task: str, variant: str):
     """Every variable a task definition sets is one the code reads, and the code accepts the
-    whole environment (as Settings.from_env would at start-up)."""
-    names = set(environment(task))
+    whole environment (as Settings.from_env would at start-up), with the optional parts
+    (API keys, CORS, limits, given subnets) off and on."""
+    env = variant_environment(variant, task)
+    names = set(env)
     assert names - set(Settings.env_names()) - READ_ELSEWHERE == set()
     assert "DATABASE_URL" in names
     if task != "migrate":
-        assert environment(task)["BROKER_URL"] == "sqs://"
-        Settings.from_env({**environment(task), "TASKOVERFLOW_ENV": "production"})
+        assert env["BROKER_URL"] == "sqs://"
+        Settings.from_env({**env, "TASKOVERFLOW_ENV": "production"})
 
 
 def test_database_password_comes_from_the_rds_managed_secret():
@@ -290,3 +340,298 @@ def test_workers_scale_on_backlog_per_task():
 
 # The job metrics' names, dimensions and namespace: tests/unit/test_metric_names.py (the
 # workers write them as CloudWatch EMF lines; no log metric filters any more).
+
+
+# --- The API's access and limits (models/settings.py AccessSettings, LimitSettings) --------
+
+
+def variable_defaults(parsed_: dict[str, Any]) -> dict[str, Any]:
+    return {block["__tfmeta"]["label"]: block.get("default") for block in parsed_["variable"]}
+
+
+def test_the_api_believes_forwarded_headers_only_from_the_load_balancers_network():
+    """TRUSTED_PROXIES is the default VPC's range, or the given subnets' ranges (where the
+    load balancer's nodes are), and the code parses it to exactly those networks; the rate
+    limits count in Postgres, shared by every API process (no Redis on this deployment)."""
+    assert api_settings("defaults").access.proxy_networks == (ip_network(FACTS.vpc_cidr),)
+    assert set(api_settings("everything_on").access.proxy_networks) == {
+        ip_network(cidr) for cidr in SUBNET_CIDRS.values()
+    }
+    for variant in ("defaults", "everything_on"):
+        assert variant_environment(variant, "api")["RATE_LIMIT_STORE"] == "postgres"
+        assert api_settings(variant).rate_limit_store == "postgres"
+
+
+def test_cors_origins_and_limits_reach_the_api_only_when_set():
+    """cors_allow_origins and api_limits become the code's settings; unset, the code's own
+    defaults apply (nothing is written)."""
+    defaults = variant_environment("defaults", "api")
+    assert "CORS_ALLOW_ORIGINS" not in defaults
+    limit_names = set(LimitSettings.env_names()) - {"JOBS_MAX_UNFINISHED", "RATE_LIMIT_STORE"}
+    assert not limit_names & set(defaults)
+    on = api_settings("everything_on")
+    assert on.access.cors_origins == tuple(EVERYTHING_ON["cors_allow_origins"])
+    assert on.limits.rate_limit_writes == 600
+    assert on.limits.todos_max == 5000
+    assert on.limits.rate_limit_reads == LimitSettings().rate_limit_reads
+
+
+def alb_ingress(parsed_: dict[str, Any]) -> set[tuple[str | None, int, int]]:
+    """(CIDR, from port, to port) of every ingress rule on the load balancer's group."""
+    alb = task_definitions.resource(parsed_, "aws_security_group", "alb")["id"]
+    return {
+        (rule.get("cidr_ipv4"), rule["from_port"], rule["to_port"])
+        for rule in parsed_["aws_vpc_security_group_ingress_rule"]
+        if rule["security_group_id"] == alb
+    }
+
+
+def test_the_load_balancer_admits_only_the_allowed_cidrs():
+    """Anyone by default; with allowed_cidrs, HTTP (and HTTPS with a certificate) from
+    those ranges only: no other rule opens the load balancer."""
+    assert variable_defaults(rendering("defaults"))["allowed_cidrs"] == ["0.0.0.0/0"]
+    for name in ("alb_http", "alb_https"):
+        rule = resource("aws_vpc_security_group_ingress_rule", name)
+        assert rule["cidr_ipv4"] == "${each.value}"
+        assert "var.allowed_cidrs" in rule["for_each"]
+    assert alb_ingress(rendering("defaults")) == {("0.0.0.0/0", 80, 80)}
+    assert alb_ingress(rendering("everything_on")) == {
+        (cidr, port, port) for cidr in EVERYTHING_ON["allowed_cidrs"] for port in (80, 443)
+    }
+
+
+def policy_statements(parsed_: dict[str, Any], document: str) -> list[dict[str, Any]]:
+    found = task_definitions.resource(parsed_, "aws_iam_policy_document", document)["statement"]
+    return found if isinstance(found, list) else [found]
+
+
+#: Every policy a role of ours gets (the API's also includes read_database_password).
+POLICY_DOCUMENTS = ("api", "worker", "execution", "read_database_password")
+
+
+def test_the_api_keys_secret_is_wired_only_when_enabled():
+    """Off (the course contract): no secret, no variable, no grant. On: the API task gets
+    the secret's ARN, and its role, alone, may GetSecretValue on that secret alone: not on
+    the plaintext first key's."""
+    off = rendering("defaults")
+    assert not off.get("aws_secretsmanager_secret")
+    for task in ("api", "worker", "migrate"):
+        assert not {"API_KEYS", "API_KEYS_SECRET_ARN"} & set(variant_environment("defaults", task))
+    assert not api_settings("defaults").access.keys_required
+    assert not [
+        s
+        for doc in POLICY_DOCUMENTS
+        for s in policy_statements(off, doc)
+        if "ApiKeys" in s.get("sid", "")
+    ]
+
+    on = rendering("everything_on")
+    secrets = {b["__tfmeta"]["path"]: b["arn"] for b in on["aws_secretsmanager_secret"]}
+    assert secrets == {
+        "aws_secretsmanager_secret.api_keys[0]": FACTS.api_keys_secret_arn,
+        "aws_secretsmanager_secret.initial_api_key[0]": FACTS.initial_api_key_secret_arn,
+    }
+    assert variant_environment("everything_on", "api")["API_KEYS_SECRET_ARN"] == (
+        FACTS.api_keys_secret_arn
+    )
+    assert api_settings("everything_on").access.api_keys_secret_arn == FACTS.api_keys_secret_arn
+    assert api_settings("everything_on").access.keys_required
+    for task in ("worker", "migrate"):
+        assert "API_KEYS_SECRET_ARN" not in variant_environment("everything_on", task)
+    granting = [
+        (doc, s)
+        for doc in POLICY_DOCUMENTS
+        for s in policy_statements(on, doc)
+        if set(s.get("resources", []))
+        & {FACTS.api_keys_secret_arn, FACTS.initial_api_key_secret_arn}
+    ]
+    assert [(doc, s["actions"], s["resources"]) for doc, s in granting] == [
+        ("api", ["secretsmanager:GetSecretValue"], [FACTS.api_keys_secret_arn])
+    ]
+    # Secrets Manager decrypts it with the key the API may already use through it.
+    for name in ("api_keys", "initial_api_key"):
+        assert (
+            resource("aws_secretsmanager_secret", name)["kms_key_id"] == "${aws_kms_key.main.arn}"
+        )
+    (decrypt,) = [
+        s
+        for s in policy_statements(on, "read_database_password")
+        if s["actions"] == ["kms:Decrypt"]
+    ]
+    assert decrypt["resources"] == [task_definitions.resource(on, "aws_kms_key", "main")["id"]]
+    # The API tasks roll out once the secret has its first value and the role its grant.
+    assert {"${aws_secretsmanager_secret_version.api_keys}", "${aws_iam_role_policy.api}"} <= set(
+        resource("aws_ecs_service", "api")["depends_on"]
+    )
+
+
+def test_the_api_keys_secret_holds_only_the_first_keys_hash_and_terraform_keeps_off_it():
+    """The API's secret is "initial:<sha256 hex of the first key>", an entry the code
+    parses; the key itself is only in the operator's secret. Both are written once: the
+    generator answers anew at every plan, and the entries are the operators' to rotate."""
+    versions = {
+        b["__tfmeta"]["path"]: b["secret_string"]
+        for b in rendering("everything_on")["aws_secretsmanager_secret_version"]
+    }
+    digest = hashlib.sha256(FACTS.initial_api_key.encode()).hexdigest()
+    api_keys = versions["aws_secretsmanager_secret_version.api_keys[0]"]
+    assert api_keys == f"initial:{digest}"
+    assert parse_api_key_hashes(api_keys, "the api_keys secret") == {digest: "initial"}
+    assert FACTS.initial_api_key not in api_keys
+    assert versions["aws_secretsmanager_secret_version.initial_api_key[0]"] == FACTS.initial_api_key
+    for name in ("api_keys", "initial_api_key"):
+        (lifecycle,) = resource("aws_secretsmanager_secret_version", name)["lifecycle"]
+        assert {"secret_string", "version_stages"} <= set(lifecycle["ignore_changes"])
+    (generator,) = [
+        block['"aws_secretsmanager_random_password"']['"initial_api_key"']
+        for block in parsed()["data"]
+        if '"aws_secretsmanager_random_password"' in block
+    ]
+    # A Bearer token with no characters to quote or escape, and ~285 bits.
+    assert generator["exclude_punctuation"] is True
+    assert generator["include_space"] is False
+    assert generator["password_length"] >= 32
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{}, {"worker_max_count": 4, "worker_threads": 3, "jobs_queued_per_worker_thread": 25}],
+    ids=["defaults", "custom"],
+)
+def test_jobs_max_unfinished_is_the_worker_capacity_terraform_scales_to(variables: dict[str, Any]):
+    """JOBS_MAX_UNFINISHED = autoscaling ceiling x WORKER_PROCESSES x DRAMATIQ_THREADS (as the
+    worker task definition sets them) x jobs_queued_per_worker_thread, and it leaves each
+    worker task more than the autoscaling target's backlog (or the pool never scales out)."""
+    parsed_ = task_definitions.render(FACTS, variables)
+    values = {**variable_defaults(parsed_), **variables}
+    tasks = task_definitions.container_definitions(parsed_)
+    worker = {e["name"]: e["value"] for e in tasks["worker"]["environment"]}
+    api = {e["name"]: e["value"] for e in tasks["api"]["environment"]}
+    ceiling = task_definitions.resource(parsed_, "aws_appautoscaling_target", "worker")
+    assert ceiling["max_capacity"] == values["worker_max_count"]
+    expected = (
+        ceiling["max_capacity"]
+        * int(worker["WORKER_PROCESSES"])
+        * int(worker["DRAMATIQ_THREADS"])
+        * values["jobs_queued_per_worker_thread"]
+    )
+    assert int(api["JOBS_MAX_UNFINISHED"]) == expected
+    limits = Settings.from_env({**api, "TASKOVERFLOW_ENV": "production"}).limits
+    assert limits.jobs_max_unfinished == expected
+    assert expected > values["backlog_per_worker_target"] * values["worker_max_count"]
+    (check,) = resource("aws_ecs_task_definition", "api")["lifecycle"][0]["precondition"]
+    assert check["condition"] == (
+        "${local.jobs_max_unfinished > var.backlog_per_worker_target * var.worker_max_count}"
+    )
+
+
+# --- Variable validations, run by Terraform itself (no providers needed) ----------------------
+
+#: LimitSettings that api_limits may set: all but the derived and the fixed one.
+API_LIMIT_NAMES = sorted(
+    set(LimitSettings.env_names()) - {"JOBS_MAX_UNFINISHED", "RATE_LIMIT_STORE"}
+)
+
+
+def terraform_accepts(tmp_path: Path, name: str, value: Any) -> bool:
+    """Whether `terraform console` takes ``value`` for variable ``name`` (its validations)."""
+    shutil.copy(TERRAFORM / "variables.tf", tmp_path / "variables.tf")
+    values = tmp_path / "values.tfvars.json"
+    values.write_text(json.dumps({"image_tag": "local", name: value}))
+    done = subprocess.run(
+        ["terraform", "console", f"-var-file={values.name}"],
+        input="1\n",
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "TF_IN_AUTOMATION": "1"},
+    )
+    refused = "Invalid value for variable" in done.stderr
+    assert refused or (done.returncode == 0 and done.stdout.strip() == "1"), done.stderr
+    return not refused
+
+
+needs_terraform = pytest.mark.skipif(
+    shutil.which("terraform") is None, reason="no terraform binary here"
+)
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("cidrs", "accepted"),
+    [
+        (["0.0.0.0/0"], True),
+        (["203.0.113.0/24", "10.0.0.0/8"], True),
+        ([], False),  # nobody could reach the load balancer
+        (["203.0.113.7/24"], False),  # host bits: AWS would keep another range
+        (["::/0"], False),  # the load balancer is IPv4 only
+        (["203.0.113.7"], False),
+        (["anywhere"], False),
+    ],
+)
+def test_allowed_cidrs_takes_ipv4_networks_only(tmp_path: Path, cidrs: list[str], accepted: bool):
+    assert terraform_accepts(tmp_path, "allowed_cidrs", cidrs) is accepted
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.org",
+        "http://localhost:5173",
+        "https://app.example.org/",
+        "https://app.example.org/path",
+        "app.example.org",
+        "ftp://app.example.org",
+    ],
+)
+def test_cors_allow_origins_takes_what_the_code_takes(tmp_path: Path, origin: str):
+    """Terraform refuses an origin exactly when the API would refuse to start with it."""
+    try:
+        code_settings(CORS_ALLOW_ORIGINS=origin)
+        code_accepts = True
+    except ConfigError:
+        code_accepts = False
+    assert terraform_accepts(tmp_path, "cors_allow_origins", [origin]) is code_accepts
+
+
+@needs_terraform
+def test_api_limits_takes_the_codes_limits_and_nothing_else(tmp_path: Path):
+    """Every limit the code has (but the derived JOBS_MAX_UNFINISHED and the fixed
+    RATE_LIMIT_STORE) may be set; anything else is refused, so a typo cannot pass silently."""
+    everything = dict.fromkeys(API_LIMIT_NAMES, 1)
+    assert terraform_accepts(tmp_path, "api_limits", everything)
+    code_settings(**{name: "1" for name in API_LIMIT_NAMES})
+    for wrong in (
+        {"JOBS_MAX_UNFINISHED": 1},
+        {"RATE_LIMIT_STORE": 1},
+        {"RATE_LIMIT_WRITE_PER_MINUTE": 1},
+        {"TODOS_MAX": -1},
+        {"TODOS_MAX": 1.5},
+    ):
+        assert not terraform_accepts(tmp_path, "api_limits", wrong), wrong
+
+
+@needs_terraform
+@pytest.mark.parametrize(("value", "accepted"), [(1, True), (20, True), (0, False), (2.5, False)])
+def test_jobs_queued_per_worker_thread_is_a_whole_number(
+    tmp_path: Path, value: Any, accepted: bool
+):
+    assert terraform_accepts(tmp_path, "jobs_queued_per_worker_thread", value) is accepted
+
+
+def test_checkov_finds_nothing_with_every_optional_part_on(tmp_path: Path):
+    """The API keys' secrets, HTTPS rules and given subnets pass checkov too (the default run
+    sees them only as count 0)."""
+    values = tmp_path / "on.tfvars"
+    values.write_text(
+        "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in {"image_tag": "local", **EVERYTHING_ON}.items()
+        )
+    )
+    report = run_checkov("--config-file", ".checkov.yaml", "--var-file", str(values))
+    failed = report["results"]["failed_checks"]
+    assert failed == [], [(f["check_id"], f["resource"]) for f in failed]
+    checked = {c["resource"] for c in report["results"]["passed_checks"]}
+    assert "aws_secretsmanager_secret.api_keys[0]" in checked
