@@ -193,10 +193,27 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class RateLimiter:
     """The limits per client and kind of request (RATE_LIMIT_READS/WRITES_PER_MINUTE)."""
 
-    def __init__(self, store: Store, *, reads_per_minute: int, writes_per_minute: int) -> None:
+    #: Refusals remembered at most (beyond it, the lapsed ones are dropped).
+    MAX_REFUSED = 10_000
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        reads_per_minute: int,
+        writes_per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self._limits = {"reads": reads_per_minute, "writes": writes_per_minute}
         self._warned_at = 0.0
+        self._clock = clock
+        # Refused clients' TAT, on this process's clock. While a client is refused its TAT
+        # cannot move back (only allowed requests move it, and only later), so until it is
+        # within reach again every process can refuse it without asking the store: a flood
+        # of refused requests costs no store round trip (nor, with the Postgres store, two
+        # queries each), exactly the same answers.
+        self._refused: dict[str, float] = {}
 
     async def check(self, client: str, method: str) -> Decision | None:
         """The decision on one request of ``client``'s, None if unlimited (or the store is
@@ -205,8 +222,14 @@ class RateLimiter:
         limit = self._limits[budget]
         if not limit:
             return None
+        key, interval, now = f"{budget}:{client}", WINDOW_S / limit, self._clock()
+        tat = self._refused.get(key)
+        if tat is not None:
+            if tat - now + interval > WINDOW_S + 1e-9:
+                return decide(limit, False, tat - now)
+            del self._refused[key]
         try:
-            allowed, ahead = await self.store.hit(f"{budget}:{client}", WINDOW_S / limit)
+            allowed, ahead = await self.store.hit(key, interval)
         except (OSError, DatabaseUnavailable, TimeoutError) as exc:
             self._warn(exc)
             return None
@@ -215,6 +238,10 @@ class RateLimiter:
                 raise
             self._warn(exc)
             return None
+        if not allowed:
+            if len(self._refused) >= self.MAX_REFUSED:
+                self._refused = {k: t for k, t in self._refused.items() if t > now}
+            self._refused[key] = now + ahead
         return decide(limit, allowed, ahead)
 
     def _warn(self, exc: BaseException) -> None:

@@ -149,3 +149,35 @@ def test_the_rate_limit_store_defaults_to_what_the_deployment_shares():
         Settings.from_env({**sqs, "TASKOVERFLOW_ENV": "production", "RATE_LIMIT_STORE": "memory"})
     with pytest.raises(ConfigError, match="RATE_LIMIT_STORE=postgres"):
         Settings.from_env({**single, "RATE_LIMIT_STORE": "postgres"})
+
+
+def test_a_refused_client_is_refused_locally_until_its_turn_then_asks_the_store_again():
+    from api.rate_limits import RateLimiter
+
+    now = [0.0]
+
+    class Counting(MemoryStore):
+        calls = 0
+
+        async def hit(self, key: str, interval_s: float) -> tuple[bool, float]:
+            Counting.calls += 1
+            return await super().hit(key, interval_s)
+
+    store = Counting(clock=lambda: 5000 + now[0])
+    limiter = RateLimiter(store, reads_per_minute=0, writes_per_minute=6, clock=lambda: now[0])
+
+    def check() -> bool:
+        decision = asyncio.run(limiter.check("ip:a", "POST"))
+        assert decision is not None
+        return decision.allowed
+
+    assert [check() for _ in range(6)] == [True] * 6
+    assert [check() for _ in range(50)] == [False] * 50
+    assert Counting.calls == 7  # one refusal from the store, 49 from memory
+    now[0] += 9.9
+    assert not check()
+    now[0] += 0.2  # one interval (10 s) after the burst: room for one again
+    assert check()
+    assert Counting.calls == 8
+    # Another client is not affected by a's refusal.
+    assert asyncio.run(limiter.check("ip:b", "POST")).allowed  # type: ignore[union-attr]
