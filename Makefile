@@ -135,6 +135,10 @@ chaos: $(STAMP) ## Full chaos runs (Redis 1,000 jobs, SQS 300) with faults; figu
 	$(PY) -m tests.chaos.harness --broker redis --jobs 1000 --kills 10 --sigterms 3 --outage-s 10 --seconds 90
 	$(PY) -m tests.chaos.harness --broker sqs --jobs 300 --kills 10 --sigterms 3 --seconds 60
 
+.PHONY: flood
+flood: $(STAMP) ## One client floods for 60 s while another keeps its pace: limits hold, its p95 within 2x of quiet (docs/RELIABILITY.md)
+	$(PY) -m tests.load.flood --quiet-s 30 --flood-s 60
+
 .PHONY: aws-parity
 aws-parity: $(STAMP) ## Run the ECS task definitions from ops/terraform under podman (TLS Postgres, moto): migrate, serve, job, password rotation, SIGTERM
 	$(PY) -m tests.deployment.parity.harness
