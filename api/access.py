@@ -22,6 +22,7 @@ from typing import cast
 
 from litestar import Request
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.utils import normalize_path
 
 from api.client_address import Networks, client_key, resolve_client
 from api.keys import ApiKeys
@@ -38,9 +39,23 @@ JOB_PREFIXES = ("/api/v1/jobs", "/api/v1/todos/ical")
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+#: What a page of another origin may read of an answer (CORS_ALLOW_ORIGINS).
+EXPOSED_HEADERS = (
+    "Location",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Policy",
+    "WWW-Authenticate",
+    "X-Request-Id",
+)
+_EXPOSED = ", ".join(EXPOSED_HEADERS).encode()
+
 
 def needs_key(method: str, path: str) -> bool:
-    """With keys on: every write to the API, and every job endpoint."""
+    """With keys on: every write to the API, and every job endpoint (``path`` normalised:
+    no doubled or trailing slashes, as routing sees it)."""
     if not path.startswith("/api/"):
         return False  # the page, its static files, the OpenAPI document
     return method not in _READS or path.startswith(JOB_PREFIXES)
@@ -86,25 +101,50 @@ _KEY_INVALID = "invalid API key: it is not one of the keys this service accepts"
 _KEYS_UNLOADED = "API keys not loaded yet: try again shortly"
 
 
+def _header(scope: HTTPScope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
 def access_layer(
-    app: ASGIApp, *, proxies: Networks, keys: ApiKeys | None, limiter: RateLimiter | None
+    app: ASGIApp,
+    *,
+    proxies: Networks,
+    keys: ApiKeys | None,
+    limiter: RateLimiter | None,
+    cors_origins: tuple[str, ...] = (),
 ) -> ASGIApp:
+    allowed_origins = {origin.encode() for origin in cors_origins}
+
     async def door(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         http = cast("HTTPScope", scope)
         address = resolve_client(http, proxies)
-        path, method = http["path"], http["method"]
-        if path in EXEMPT_PATHS:
+        # The path as routing will see it ("/api/v1//jobs" routes to /api/v1/jobs): decide
+        # on that, or a doubled slash would walk past the key check.
+        path, method = normalize_path(http["path"]), http["method"]
+        preflight = method == "OPTIONS" and _header(http, b"access-control-request-method")
+        if path in EXEMPT_PATHS or preflight:
+            # A CORS preflight never carries credentials: CORS (inside) answers it.
             await app(scope, receive, send)
             return
+        origin = _header(http, b"origin")
+        cors: list[tuple[bytes, bytes]] = []
+        if origin is not None and origin in allowed_origins:
+            # Refusals are answered here, outside Litestar's CORS: a page of an allowed
+            # origin must still be able to read why (and Retry-After).
+            cors = [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-expose-headers", _EXPOSED),
+                (b"vary", b"Origin"),
+            ]
         client = client_key(address)
         if keys is not None:
             token = _bearer(http)
             if token is not None or needs_key(method, path):
                 if not keys.loaded:
-                    await _refuse(send, 503, _KEYS_UNLOADED, [(b"retry-after", b"2")])
+                    await _refuse(send, 503, _KEYS_UNLOADED, [(b"retry-after", b"2"), *cors])
                     return
                 name = keys.name_of(token) if token else None
                 if name is None:
@@ -112,7 +152,7 @@ def access_layer(
                     if token is not None:
                         challenge += b', error="invalid_token"'
                     message = _KEY_MISSING if token is None else _KEY_INVALID
-                    await _refuse(send, 401, message, [(b"www-authenticate", challenge)])
+                    await _refuse(send, 401, message, [(b"www-authenticate", challenge), *cors])
                     return
                 client = f"key:{name}"
         scope.setdefault("state", {})[CLIENT] = client  # type: ignore[typeddict-unknown-key]
@@ -127,7 +167,7 @@ def access_layer(
                 429,
                 f"rate limit exceeded: more than {decision.limit} {budget} requests a minute "
                 f"from this client; retry after {decision.retry_after_s} s",
-                decision.headers(),
+                [*decision.headers(), *cors],
             )
             return
         fields = decision.headers()

@@ -31,7 +31,7 @@ from litestar.types import (
 )
 from litestar.utils import normalize_path
 
-from api.access import access_layer
+from api.access import EXPOSED_HEADERS, access_layer
 from api.backlog import BacklogReader, backlog_reader
 from api.database import Database, create_api_engine
 from api.errors import EXCEPTION_HANDLERS
@@ -161,7 +161,11 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
 
     def access(inner: ASGIApp) -> ASGIApp:
         return access_layer(
-            inner, proxies=settings.access.proxy_networks, keys=keys, limiter=limiter
+            inner,
+            proxies=settings.access.proxy_networks,
+            keys=keys,
+            limiter=limiter,
+            cors_origins=settings.access.cors_origins,
         )
 
     def size_thread_pool() -> None:
@@ -221,14 +225,7 @@ def create_app(settings: Settings, *, broker: dramatiq.Broker | None = None) -> 
             CORSConfig(
                 allow_origins=list(settings.access.cors_origins),
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-                expose_headers=[
-                    "Location",
-                    "Retry-After",
-                    "RateLimit-Limit",
-                    "RateLimit-Remaining",
-                    "RateLimit-Reset",
-                    "X-Request-Id",
-                ],
+                expose_headers=list(EXPOSED_HEADERS),
             )
             if settings.access.cors_origins
             else None

@@ -264,6 +264,10 @@ class Database:
             pooled.invalidate(exc)
             raise DatabaseUnavailable(_first_line(exc)) from exc
         finally:
+            # A second cancellation during the rollback can leave the transaction open, and
+            # the pool's reset cannot see a transaction begun on the driver: never pool it.
+            if not connection.is_closed() and connection.is_in_transaction():
+                pooled.invalidate()
             pooled.close()
 
     async def _run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, overload
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
@@ -323,7 +323,11 @@ class JobController(Controller):
         parsed = parse_job_id(job_id)
         new_id = uuid.uuid4()
         client = client_of(request)
-        # A retry is a new job: the limits a submission meets, before anything is written.
+        # A missing or unretryable job is 404/409 whatever the limits; a retryable one is a
+        # new job, and meets the limits a submission meets, before anything is written.
+        refusal = await _retry_refused(jobs, request, parsed, before=True)
+        if refusal is not None:
+            raise refusal
         await check_calendar_size(jobs.db, jobs.limits)
         # The new job's row and message carry the trace of this request (as a submission's).
         with publishing(jobs.sender.broker, jobs.sender.queue_name, new_id) as traceparent:
@@ -354,15 +358,27 @@ class JobController(Controller):
         return Response(job, status_code=HTTP_202_ACCEPTED, headers={"Location": job.links.self})
 
 
-async def _retry_refused(jobs: Jobs, request: Request, job_id: uuid.UUID) -> ApiError:
-    """Why job ``job_id`` made no retry: missing (404), not retryable or retried (409)."""
+@overload
+async def _retry_refused(
+    jobs: Jobs, request: Request, job_id: uuid.UUID, *, before: Literal[True]
+) -> ApiError | None: ...
+@overload
+async def _retry_refused(jobs: Jobs, request: Request, job_id: uuid.UUID) -> ApiError: ...
+async def _retry_refused(
+    jobs: Jobs, request: Request, job_id: uuid.UUID, *, before: bool = False
+) -> ApiError | None:
+    """Why job ``job_id`` made no retry: missing (404), not retryable or retried (409).
+    ``before`` the attempt: None if it would make one."""
     row = await jobs.db.fetch_one(queries.RETRY_REFUSAL, id=job_id)
     if row is None:
         return ApiError(404, "Job not found")
     status, retry_id = row
     if JobStatus(status) not in RETRYABLE_STATUSES:
         return ApiError(409, f"job is {status}: only a FAILURE or CANCELLED job can be retried")
-    if retry_id is None:  # cannot happen: a retryable job makes a retry unless it has one
+    if retry_id is None:
+        if before:
+            return None
+        # A retryable job makes a retry unless it has one; unless it was retried meanwhile.
         return ApiError(409, "job could not be retried, try again")
     retry_url = f"{jobs.base_url(request)}/api/v1/jobs/{retry_id}"
     return ApiError(

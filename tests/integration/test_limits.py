@@ -260,3 +260,62 @@ def test_a_job_that_finds_more_events_than_allowed_fails_saying_why(settings, en
             )  # type: ignore[arg-type]
             with pytest.raises(PermanentJobError, match="CALENDAR_MAX_EVENTS"):
                 calendar_text(conn, Quiet(), uid_domain="t", max_events=total - 1)  # type: ignore[arg-type]
+
+
+# --- The door's corners (found in review) -------------------------------------------------
+
+
+def test_a_doubled_slash_does_not_walk_past_the_key_check(database_url, engine):
+    from api.keys import key_hash
+
+    with app_client(database_url, API_KEYS=f"k:{key_hash('secret-key')}") as client:
+        for path in ("/api/v1/jobs", "/api/v1//jobs", "/api/v1/jobs/", "/api/v1/todos//ical"):
+            method = "POST" if path.endswith("ical") else "GET"
+            answer = client.request(method, path)
+            assert answer.status_code == 401, path
+        authorised = client.get("/api/v1//jobs", headers={"Authorization": "Bearer secret-key"})
+        assert authorised.status_code == 200
+
+
+def test_cors_is_off_unless_configured_and_refusals_carry_it_when_on(database_url, engine):
+    from api.keys import key_hash
+
+    page = "https://page.example"
+    with app_client(database_url) as client:
+        answer = client.get(TODOS, headers={"Origin": page})
+        assert "access-control-allow-origin" not in answer.headers
+    env = {"CORS_ALLOW_ORIGINS": page, "API_KEYS": f"k:{key_hash('secret-key')}"}
+    with app_client(database_url, **env) as client:
+        preflight = client.options(
+            ICAL,
+            headers={
+                "Origin": page,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code in (200, 204)
+        assert preflight.headers["access-control-allow-origin"] == page
+        refused = client.post(ICAL, headers={"Origin": page})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == page
+        assert "Retry-After" in refused.headers["access-control-expose-headers"]
+        other = client.post(ICAL, headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_retry_of_a_missing_job_is_404_even_when_the_backlog_is_full(database_url, engine):
+    insert_job(engine, status="PENDING")
+    with app_client(database_url, JOBS_MAX_UNFINISHED="1") as client:
+        assert client.post(f"/api/v1/jobs/{uuid.uuid4()}/retry").status_code == 404
+        pending = insert_job(engine, status="PENDING")
+        assert client.post(f"/api/v1/jobs/{pending}/retry").status_code == 409
+
+
+def test_a_burst_wider_than_the_redis_pool_is_still_limited(database_url, engine):
+    """More requests at once than the Redis client has connections: they wait for one,
+    and are counted, rather than being taken for an outage and let through."""
+    with app_client(database_url, RATE_LIMIT_WRITES_PER_MINUTE="10") as client:
+        statuses = at_once(client, "POST", TODOS, 150, json={"title": "t"})
+    assert statuses.count(201) == 10, statuses
+    assert count(engine, "SELECT count(*) FROM todos") == 10
