@@ -22,8 +22,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from sqlalchemy import bindparam, func, literal_column, select, text
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+)
 
 from api.database import Database, Query, Transaction
 from api.errors import ApiError
@@ -35,10 +45,10 @@ from models.settings import LimitSettings
 TODO_COUNTS = Query(select(TodoCounts.todos, TodoCounts.dated))
 
 
-def _unfinished_up_to(limit: str, *where: object) -> object:
+def _unfinished_up_to(limit: str, *where: ColumnElement[bool]) -> ScalarSelect[int]:
     # The partial indexes' predicate, as literal SQL: a bound parameter would hide from the
     # planner that the query implies it, and the indexes would not be used.
-    rows = (
+    rows: Select[Any] = (
         select(literal_column("1"))
         .select_from(Job)
         .where(text(UNFINISHED_SQL), *where)

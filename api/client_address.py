@@ -60,7 +60,7 @@ def forwarded_client(peer: str, forwarded_for: list[str], proxies: Networks) -> 
 def resolve_client(scope: HTTPScope, proxies: Networks) -> str:
     """The request's client address; also rewrites the scope's ``client`` and ``scheme`` to
     the forwarded ones when they came through a trusted proxy (so logs and URLs agree)."""
-    peer = scope["client"][0] if scope.get("client") else ""
+    peer = scope["client"][0] if scope["client"] else ""
     if not proxies or not _trusted(peer, proxies):
         return peer
     client = forwarded_client(peer, _header_values(scope, b"x-forwarded-for"), proxies)

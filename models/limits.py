@@ -9,8 +9,6 @@
   some requests, and it is not worth writing ahead.
 """
 
-from typing import Any, ClassVar
-
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Float, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,7 +28,7 @@ class TodoCounts(Base):
 
 class RateLimit(Base):
     __tablename__ = "rate_limits"
-    __table_args__: ClassVar[dict[str, Any]] = {"prefixes": ["UNLOGGED"]}
+    __table_args__ = {"prefixes": ["UNLOGGED"]}  # noqa: RUF012 (SQLAlchemy's declaration)
 
     #: The policy and the client (``writes:ip:203.0.113.9``).
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
