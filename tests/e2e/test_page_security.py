@@ -66,6 +66,23 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def downloaded_summaries(page: Page, tmp_path: Path) -> list[str]:
+    """Download the exported calendar through the page's link: its events' summaries."""
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download taskoverflow.ics").click()
+    saved = tmp_path / "taskoverflow.ics"
+    download_info.value.save_as(saved)
+    events = icalendar.Calendar.from_ical(saved.read_bytes()).walk("VEVENT")
+    return [str(event["SUMMARY"]) for event in events]
+
+
+def open_the_finished_job_in_the_console(page: Page) -> None:
+    page.get_by_role("button", name="Open console").click()
+    expect(page.locator("#console-jobs li")).to_have_count(1)
+    page.locator("#console-jobs button").click()
+    expect(page.locator("#job-detail-status")).to_have_text("Status: SUCCESS")
+
+
 def directives(policy: str) -> dict[str, list[str]]:
     return {name: sources for name, *sources in (part.split() for part in policy.split(";"))}
 
@@ -125,17 +142,8 @@ def test_the_page_works_under_its_policy_and_breaks_none_of_it(
 
     page.get_by_role("button", name="Export calendar").click()
     expect(page.locator("#export-status")).to_have_text("Export SUCCESS", timeout=30_000)
-    with page.expect_download() as download_info:
-        page.get_by_role("link", name="Download taskoverflow.ics").click()
-    saved = tmp_path / "taskoverflow.ics"
-    download_info.value.save_as(saved)
-    events = list(icalendar.Calendar.from_ical(saved.read_bytes()).walk("VEVENT"))
-    assert [str(e["SUMMARY"]) for e in events] == ["Under a strict policy"]
-
-    page.get_by_role("button", name="Open console").click()
-    expect(page.locator("#console-jobs li")).to_have_count(1)
-    page.locator("#console-jobs button").click()
-    expect(page.locator("#job-detail-status")).to_have_text("Status: SUCCESS")
+    assert downloaded_summaries(page, tmp_path) == ["Under a strict policy"]
+    open_the_finished_job_in_the_console(page)
     page.locator("#settings summary").click()  # the key field opens, and shows no key
     expect(page.locator("#api-key-state")).to_have_text("No key set.")
     expect(page.locator("#console-error")).to_be_hidden()
@@ -257,18 +265,10 @@ def test_with_keys_on_the_page_asks_for_a_key_then_works_with_it(
     urls = [url for url, _ in sent]
     assert [url for url in urls if url.endswith("/status")], urls
     assert not [url for url in urls if url.endswith("/events")], urls
-    with page.expect_download() as download_info:
-        page.get_by_role("link", name="Download taskoverflow.ics").click()
-    saved = tmp_path / "taskoverflow.ics"
-    download_info.value.save_as(saved)
-    events = list(icalendar.Calendar.from_ical(saved.read_bytes()).walk("VEVENT"))
-    assert [str(e["SUMMARY"]) for e in events] == ["Needs a key"]
+    assert downloaded_summaries(page, tmp_path) == ["Needs a key"]
 
     # The console with the key: the job is listed and its details load.
-    page.get_by_role("button", name="Open console").click()
-    expect(page.locator("#console-jobs li")).to_have_count(1)
-    page.locator("#console-jobs button").click()
-    expect(page.locator("#job-detail-status")).to_have_text("Status: SUCCESS")
+    open_the_finished_job_in_the_console(page)
     expect(page.locator("#console-error")).to_be_hidden()
     shot(page, "3-with-the-key")
 
