@@ -12,20 +12,21 @@ anything is written or queued:
   (backpressure: the workers are behind, for everyone).
 
 The todo count is one row kept by triggers (models.limits), locked by the insert itself
-(queries.INSERT_TODO), so concurrent creations cannot overshoot. Job admission counts
-unfinished jobs (partial indexes; at most the limit's worth of index entries) inside
-``Database.serialised``, so a count below the limit is still below it when the job is
-inserted, whichever API process admits it.
+(queries.INSERT_TODO), so concurrent creations cannot overshoot. A job's insert asks
+``job_admitted()`` (migration 0007), which takes the admissions' advisory lock and counts
+unfinished jobs (partial indexes; at most the limit's worth of index entries) with the
+lock held, so two API processes never both see room for the last job; all in the insert's
+one round trip. The single process on SQLite makes the same decision in turns.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
+    Integer,
     ScalarSelect,
     Select,
     bindparam,
@@ -35,9 +36,11 @@ from sqlalchemy import (
     text,
 )
 
-from api.database import Database, Query, Transaction
+from api import queries
+from api.database import Database, Query, Row
 from api.errors import ApiError
-from models import Job, TodoCounts
+from api.queries import JOB_COLUMNS
+from models import Job, TodoCounts, lifecycle
 from models.job import UNFINISHED_SQL
 from models.settings import LimitSettings
 
@@ -87,33 +90,82 @@ async def check_calendar_size(db: Database, limits: LimitSettings) -> None:
         )
 
 
-@asynccontextmanager
-async def admitted_job(
-    db: Database, limits: LimitSettings, client: str
-) -> AsyncIterator[Transaction]:
-    """A transaction to insert one new job of ``client``'s in, if the limits allow it; raises
-    the refusal otherwise. Commits when the block ends: send the job's message after it."""
-    retry_after = {"Retry-After": str(limits.backlog_retry_after_s)}
+def _admitted() -> ColumnElement[bool]:
+    """Postgres: the limits' verdict on one more job of :client (migration 0007's
+    ``job_admitted``, which also makes admissions take turns until the insert commits)."""
+    return func.job_admitted(
+        bindparam("overall_max", type_=Integer),
+        bindparam("client", type_=Job.client.type),
+        bindparam("client_max", type_=Integer),
+        type_=Boolean,
+    )
+
+
+#: New jobs, inserted only if admitted: one round trip on Postgres.
+SUBMIT_ADMITTED = Query(lifecycle.submit(_admitted()).returning(Job.id))
+RETRY_ADMITTED = Query(lifecycle.retry(_admitted()).returning(*JOB_COLUMNS))
+
+
+#: The same, for the single process (which takes turns instead: ``insert_job``).
+_SUBMIT = Query(lifecycle.SUBMIT.returning(Job.id))
+
+
+def _limits_params(limits: LimitSettings, client: str) -> dict[str, Any]:
+    return {
+        "client": client,
+        "overall_max": limits.jobs_max_unfinished,
+        "client_max": limits.jobs_max_unfinished_per_client,
+    }
+
+
+async def insert_job(
+    db: Database, limits: LimitSettings, client: str, query: Query, **params: Any
+) -> Row | None:
+    """Run ``query`` (``SUBMIT_ADMITTED`` or ``RETRY_ADMITTED``) for one new job of
+    ``client``'s if the limits allow it, committed when this returns (send the message
+    after); raises the refusal otherwise. Its row, if it returns one (a retry can make
+    nothing for reasons of its own: the caller's to say)."""
+    verdict = _limits_params(limits, client)
+    if db.is_postgres:
+        row = await db.execute(query, **params, **verdict)
+        if row is not None:
+            return row
+        overall, mine = await _counts(db, limits, client)  # which limit, for the answer
+        if query is RETRY_ADMITTED and not _full(limits, overall, mine):
+            return None
+        raise _refusal(limits, overall, mine)
+    # SQLite (the single process): the same decision, in turns, in one transaction.
     async with db.serialised() as tx:
-        row = await tx.fetch_one(
-            UNFINISHED_JOBS,
-            client=client,
-            overall_max=limits.jobs_max_unfinished,
-            client_max=limits.jobs_max_unfinished_per_client,
+        counts = await tx.fetch_one(UNFINISHED_JOBS, **verdict)
+        overall, mine = (0, 0) if counts is None else (int(counts[0]), int(counts[1]))
+        if _full(limits, overall, mine):
+            raise _refusal(limits, overall, mine)
+        plain = _SUBMIT if query is SUBMIT_ADMITTED else queries.RETRY_JOB
+        return await tx.fetch_one(plain, **params, client=client)
+
+
+async def _counts(db: Database, limits: LimitSettings, client: str) -> tuple[int, int]:
+    row = await db.fetch_one(UNFINISHED_JOBS, **_limits_params(limits, client))
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+def _full(limits: LimitSettings, overall: int, mine: int) -> bool:
+    return overall >= limits.jobs_max_unfinished or mine >= limits.jobs_max_unfinished_per_client
+
+
+def _refusal(limits: LimitSettings, overall: int, mine: int) -> ApiError:
+    retry_after = {"Retry-After": str(limits.backlog_retry_after_s)}
+    if mine >= limits.jobs_max_unfinished_per_client:
+        return ApiError(
+            429,
+            f"too many unfinished jobs: this client has {mine} jobs pending or running, "
+            f"the most allowed (JOBS_MAX_UNFINISHED_PER_CLIENT); retry once some finish",
+            retry_after,
         )
-        overall, mine = row if row is not None else (0, 0)
-        if mine >= limits.jobs_max_unfinished_per_client:
-            raise ApiError(
-                429,
-                f"too many unfinished jobs: this client has {mine} jobs pending or running, "
-                f"the most allowed (JOBS_MAX_UNFINISHED_PER_CLIENT); retry once some finish",
-                retry_after,
-            )
-        if overall >= limits.jobs_max_unfinished:
-            raise ApiError(
-                503,
-                f"job backlog full: {overall} jobs are waiting or running, the most the "
-                "workers are given (JOBS_MAX_UNFINISHED); retry later",
-                retry_after,
-            )
-        yield tx
+    # The overall limit (or, counted a moment after the refusal, room again: try again).
+    return ApiError(
+        503,
+        f"job backlog full: {overall} jobs are waiting or running, the most the workers are "
+        "given (JOBS_MAX_UNFINISHED); retry later",
+        retry_after,
+    )

@@ -1,12 +1,12 @@
 """The API's database access: one SQL statement per call, run on asyncpg from SQLAlchemy's pool.
 
-Almost every request the API serves needs exactly one statement (a read, or a write that is
-its own transaction), so this module offers just that: ``Database.fetch_one`` / ``fetch_all``
-/ ``execute`` of a ``Query``; the one exception, admitting a job under the limits
-(api.admission), gets ``Database.serialised``: a few statements in one transaction, one
-admission at a time. A ``Query`` is a SQLAlchemy Core statement over the shared models,
-compiled once for asyncpg; on Postgres it runs straight on the driver connection checked out
-of SQLAlchemy's async pool, outside any explicit transaction (one round trip, autocommitted).
+Every request the API serves needs exactly one statement (a read, or a write that is its own
+transaction), so this module offers just that: ``Database.fetch_one`` / ``fetch_all`` /
+``execute`` of a ``Query`` (and ``serialised``, a transaction for the one place the single
+process on SQLite needs one: api.admission). A ``Query`` is a SQLAlchemy Core statement over
+the shared models, compiled once for asyncpg; on Postgres it runs straight on the driver
+connection checked out of SQLAlchemy's async pool, outside any explicit transaction (one
+round trip, autocommitted).
 On other databases (SQLite in the zero-setup run) the same statement goes through
 SQLAlchemy's async engine.
 
@@ -187,17 +187,12 @@ class Transaction:
         return row
 
 
-#: The advisory lock (two-int form: a key space apart from the jobs' bigint locks) that
-#: ``Database.serialised`` holds for its transaction.
-_SERIAL_LOCK = "SELECT pg_advisory_xact_lock(6400, 1)"
-
-
 class Database:
     """Runs ``Query`` objects; translates a lost database into ``DatabaseUnavailable``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # SQLite (one process): an asyncio lock stands in for the advisory lock.
+        # SQLite (one process): admissions take turns (api.admission).
         self._serial = asyncio.Lock()
         self._direct = engine.dialect.driver == "asyncpg"
         # A restart of Postgres leaves every pooled connection dead; each is found out in turn
@@ -220,55 +215,26 @@ class Database:
         rows = await self._run(query, params, one=True, write=True)
         return rows[0] if rows else None
 
+    @property
+    def is_postgres(self) -> bool:
+        return self._direct
+
     @asynccontextmanager
     async def serialised(self) -> AsyncIterator[Transaction]:
-        """One transaction, run while no other ``serialised`` one runs anywhere (an advisory
-        lock on Postgres, held until it commits), so a check and the write it allows cannot
-        interleave with another's: a count below a limit is still below it at the insert.
-        An exception inside rolls it back. Not retried: a write may be in it."""
-        if not self._direct:
-            async with self._serial:
-                try:
-                    async with self.engine.begin() as conn:
+        """SQLite (the single process): one transaction, while no other ``serialised`` one
+        runs, so a check and the write it allows cannot interleave with another's. (On
+        Postgres the one statement that needs this serialises itself: api.admission.)"""
+        async with self._serial:
+            try:
+                async with self.engine.begin() as conn:
 
-                        async def run_sqlalchemy(query: Query, params: dict[str, Any]) -> Any:
-                            result = await conn.execute(query.statement, params)
-                            return result.first() if result.returns_rows else None
+                    async def run(query: Query, params: dict[str, Any]) -> Any:
+                        result = await conn.execute(query.statement, params)
+                        return result.first() if result.returns_rows else None
 
-                        yield Transaction(run_sqlalchemy)
-                except sqlalchemy.exc.OperationalError as exc:
-                    raise DatabaseUnavailable(_first_line(exc)) from exc
-            return
-        try:
-            checked_out = await checkout_live(self.engine)
-            if checked_out is None:  # closed in the pool: the next one is fresh or new
-                checked_out = await checkout_live(self.engine)
-        except Exception as exc:
-            raise DatabaseUnavailable(_first_line(exc)) from exc
-        if checked_out is None:
-            raise DatabaseUnavailable("no live database connection")
-        pooled, connection = checked_out
-
-        async def run_asyncpg(query: Query, params: dict[str, Any]) -> Any:
-            return await connection.fetchrow(query.sql, *query.args(params))
-
-        try:
-            async with connection.transaction():
-                await connection.execute(_SERIAL_LOCK)
-                yield Transaction(run_asyncpg)
-        except (asyncpg.QueryCanceledError, TimeoutError) as exc:
-            raise DatabaseUnavailable(_first_line(exc)) from exc
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            if not connection.is_closed():
-                raise
-            pooled.invalidate(exc)
-            raise DatabaseUnavailable(_first_line(exc)) from exc
-        finally:
-            # A second cancellation during the rollback can leave the transaction open, and
-            # the pool's reset cannot see a transaction begun on the driver: never pool it.
-            if not connection.is_closed() and connection.is_in_transaction():
-                pooled.invalidate()
-            pooled.close()
+                    yield Transaction(run)
+            except sqlalchemy.exc.OperationalError as exc:
+                raise DatabaseUnavailable(_first_line(exc)) from exc
 
     async def _run(
         self, query: Query, params: dict[str, Any], *, one: bool, write: bool = False

@@ -194,6 +194,16 @@ class PostgresStore:
         pass
 
 
+@dataclass
+class _Lease:
+    """Requests of a client's budget taken from the store, not yet spent, until ``until``."""
+
+    left: int
+    until: float
+    remaining: int  # the store's count of what remained besides them
+    reset_s: int
+
+
 #: Methods that only read: the reads' budget; everything else spends the writes' budget.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -201,8 +211,12 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class RateLimiter:
     """The limits per client and kind of request (RATE_LIMIT_READS/WRITES_PER_MINUTE)."""
 
-    #: Refusals remembered at most (beyond it, the lapsed ones are dropped).
-    MAX_REFUSED = 10_000
+    #: Refusals, leases and rate counts remembered at most (beyond it the lapsed ones go).
+    MAX_KEYS = 10_000
+    #: A busy client's process takes up to this many requests of its budget at a time.
+    MAX_LEASE = 16
+    #: Unused leased requests lapse after this long (the client has slowed down).
+    LEASE_S = 1.0
 
     def __init__(
         self,
@@ -222,6 +236,14 @@ class RateLimiter:
         # of refused requests costs no store round trip (nor, with the Postgres store, two
         # queries each), exactly the same answers.
         self._refused: dict[str, float] = {}
+        # Leases: a client sending many requests a second to this process has its budget
+        # taken from the store several requests at a time (one round trip for up to
+        # MAX_LEASE), spent here. Never more than the budget (each request spent was taken
+        # from the store); at worst a lease's unspent rest lapses, refusing a busy client a
+        # little early. A client at a human pace is asked about one request at a time.
+        self._leases: dict[str, _Lease] = {}
+        # Requests per key in this second and the one before: how busy each client is.
+        self._seen: dict[str, tuple[int, int, int]] = {}
 
     async def check(self, client: str, method: str) -> Decision | None:
         """The decision on one request of ``client``'s, None if unlimited (or the store is
@@ -236,18 +258,49 @@ class RateLimiter:
             if tat - now + interval > WINDOW_S + 1e-9:
                 return decide(limit, False, tat - now)
             del self._refused[key]
+        lease = self._leases.get(key)
+        if lease is not None and lease.left and now < lease.until:
+            lease.left -= 1
+            return Decision(True, limit, lease.remaining + lease.left, lease.reset_s, 0)
+        size = min(self._busy(key, now), limit)
         try:
-            allowed, ahead = await self.store.hit(key, interval)
+            allowed, ahead = await self.store.hit(key, interval * size)
+            if not allowed and size > 1:  # near the limit: one at a time, exactly
+                size = 1
+                allowed, ahead = await self.store.hit(key, interval)
         except Exception as exc:
             # Whatever the store's trouble (unreachable, a table not migrated yet, a
             # connection in a bad state), the request goes through, and the log says why.
             self._warn(exc)
             return None
+        if len(self._refused) + len(self._leases) + len(self._seen) >= self.MAX_KEYS:
+            self._forget(now)
+        decision = decide(limit, allowed, ahead)
         if not allowed:
-            if len(self._refused) >= self.MAX_REFUSED:
-                self._refused = {k: t for k, t in self._refused.items() if t > now}
             self._refused[key] = now + ahead
-        return decide(limit, allowed, ahead)
+        elif size > 1:
+            self._leases[key] = _Lease(
+                size - 1, now + self.LEASE_S, decision.remaining, decision.reset_s
+            )
+            return Decision(True, limit, decision.remaining + size - 1, decision.reset_s, 0)
+        return decision
+
+    def _busy(self, key: str, now: float) -> int:
+        """How many requests to take for ``key`` at once: an eighth of its requests here in
+        the last whole second (1 for anyone below 16 a second)."""
+        second = int(now)
+        current, count, before = self._seen.get(key, (second, 0, 0))
+        if current != second:
+            before = count if current == second - 1 else 0
+            current, count = second, 0
+        self._seen[key] = (current, count + 1, before)
+        return max(1, min(self.MAX_LEASE, before // 8))
+
+    def _forget(self, now: float) -> None:
+        self._refused = {k: t for k, t in self._refused.items() if t > now}
+        self._leases = {k: lease for k, lease in self._leases.items() if lease.until > now}
+        second = int(now)
+        self._seen = {k: seen for k, seen in self._seen.items() if seen[0] >= second - 1}
 
     def _warn(self, exc: BaseException) -> None:
         # At most one line every 10 s: an outage must not flood the log as well.

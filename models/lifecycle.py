@@ -66,7 +66,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.dialects.postgresql import insert as insert_or_skip
-from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from models.attempt import AttemptOutcome, JobAttempt
@@ -108,61 +108,56 @@ def describe(exc: BaseException) -> str:
 
 # --- The statements ---------------------------------------------------------------------
 
-#: API: a new job, committed before its message is sent (a worker must find the row);
-#: :traceparent is the submitting request's trace context (None: none); :client who submitted it.
-SUBMIT = insert(Job).values(
-    id=bindparam("id"),
-    kind=bindparam("kind"),
-    status=JobStatus.PENDING.value,
-    attempts=0,
-    created_at=bindparam("now"),
-    enqueued_at=bindparam("now"),
-    updated_at=bindparam("now"),
-    traceparent=bindparam("traceparent"),
-    client=bindparam("client", None),
-)
+#: What a new job's row is made of (submissions; a retry takes its kind from the job).
+_NEW_JOB = {
+    "id": bindparam("id", type_=Job.id.type),
+    "kind": bindparam("kind", type_=Job.kind.type),
+    "status": literal(JobStatus.PENDING.value, String),
+    "attempts": literal(0),
+    "created_at": bindparam("now", type_=Job.created_at.type),
+    "enqueued_at": bindparam("now", type_=Job.created_at.type),
+    "updated_at": bindparam("now", type_=Job.created_at.type),
+    # The job belongs to the trace of the request that asked for it ...
+    "traceparent": bindparam("traceparent", None, type_=Job.traceparent.type),
+    # ... and to the client that asked for it (its quota counts it).
+    "client": bindparam("client", None, type_=Job.client.type),
+}
 
-#: API: job :id, a new PENDING job of the same kind as job :retry_of if that one is FAILURE
-#: or CANCELLED and has not been retried yet (else no row). A new job, not the old one
-#: started again: a finished job never changes, so what a client saw of it stays true and
-#: its failure stays on record. Returns the new job's kind (sent like a submission).
-RETRY = (
-    insert_or_skip(Job)
-    .from_select(
-        [
-            "id",
-            "kind",
-            "status",
-            "attempts",
-            "created_at",
-            "enqueued_at",
-            "updated_at",
-            "retry_of",
-            "traceparent",
-            "client",
-        ],
-        select(
-            bindparam("id", type_=Job.id.type),
-            Job.kind,
-            literal(JobStatus.PENDING.value, String),
-            literal(0),
-            bindparam("now"),
-            bindparam("now"),
-            bindparam("now"),
-            Job.id,
-            # The retry belongs to the trace of the request that asked for it.
-            bindparam("traceparent", type_=Job.traceparent.type),
-            # ... and to the client that asked for it (its quota counts it).
-            bindparam("client", None, type_=Job.client.type),
-        ).where(
-            Job.id == bindparam("retry_of", type_=Job.id.type),
-            Job.status.in_(sorted(status.value for status in RETRYABLE_STATUSES)),
-        ),
+
+def submit(admitted: ColumnElement[bool] | None = None) -> Insert:
+    """API: a new job, committed before its message is sent (a worker must find the row);
+    :traceparent is the submitting request's trace context, :client who submitted it.
+    Only if ``admitted`` holds (the limits: api.admission), else no row."""
+    chosen = select(*_NEW_JOB.values())
+    if admitted is not None:
+        chosen = chosen.where(admitted)
+    return insert(Job).from_select(list(_NEW_JOB), chosen)
+
+
+def retry(admitted: ColumnElement[bool] | None = None) -> Insert:
+    """API: job :id, a new PENDING job of the same kind as job :retry_of if that one is
+    FAILURE or CANCELLED and has not been retried yet, and ``admitted`` holds (else no row).
+    A new job, not the old one started again: a finished job never changes, so what a client
+    saw of it stays true and its failure stays on record. Returns the new job's kind (sent
+    like a submission)."""
+    columns = {**_NEW_JOB, "kind": Job.kind, "retry_of": Job.id}
+    conditions = [
+        Job.id == bindparam("retry_of", type_=Job.id.type),
+        Job.status.in_(sorted(status.value for status in RETRYABLE_STATUSES)),
+    ]
+    if admitted is not None:
+        conditions.append(admitted)  # last: only the job's own row gets to ask
+    return (
+        insert_or_skip(Job)
+        .from_select(list(columns), select(*columns.values()).where(*conditions))
+        # A second retry of the same job (a client retrying its POST) makes nothing.
+        .on_conflict_do_nothing(index_elements=["retry_of"])
+        .returning(Job.kind)
     )
-    # A second retry of the same job (a client retrying its POST) makes nothing.
-    .on_conflict_do_nothing(index_elements=["retry_of"])
-    .returning(Job.kind)
-)
+
+
+SUBMIT = submit()
+RETRY = retry()
 
 
 def _transition(allowed: ColumnElement[bool], to: Any, **values: Any) -> Update:

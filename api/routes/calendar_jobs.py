@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api import queries
 from api.access import client_of
-from api.admission import admitted_job, check_calendar_size
+from api.admission import SUBMIT_ADMITTED, check_calendar_size, insert_job
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
 from api.job_context import Jobs, parse_job_id
@@ -89,17 +89,18 @@ class CalendarJobController(Controller):
         await check_calendar_size(jobs.db, jobs.limits)
         # The row and the message carry the trace (its send span's): the worker continues it.
         with publishing(jobs.sender.broker, jobs.sender.queue_name, job_id) as traceparent:
-            # Committed first (admitted_job commits as it ends): a worker that receives the
-            # message must find the row.
-            async with admitted_job(jobs.db, jobs.limits, client) as tx:
-                await tx.fetch_one(
-                    queries.INSERT_JOB,
-                    id=job_id,
-                    kind=JobKind.ICAL.value,
-                    now=utcnow(),
-                    traceparent=traceparent,
-                    client=client,
-                )
+            # Committed first (insert_job's statement is its own transaction): a worker that
+            # receives the message must find the row.
+            await insert_job(
+                jobs.db,
+                jobs.limits,
+                client,
+                SUBMIT_ADMITTED,
+                id=job_id,
+                kind=JobKind.ICAL.value,
+                now=utcnow(),
+                traceparent=traceparent,
+            )
             await jobs.send(
                 JobKind.ICAL,
                 job_id,

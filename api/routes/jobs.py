@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from api import queries
 from api.access import client_of
-from api.admission import admitted_job, check_calendar_size
+from api.admission import RETRY_ADMITTED, check_calendar_size, insert_job
 from api.errors import ApiError
 from api.job_context import Jobs, calendar_job_urls, parse_job_id
 from api.job_list import (
@@ -333,15 +333,16 @@ class JobController(Controller):
         with publishing(jobs.sender.broker, jobs.sender.queue_name, new_id) as traceparent:
             # A new job, committed before its message is sent (as a submission is): a worker
             # that receives the message must find the row.
-            async with admitted_job(jobs.db, jobs.limits, client) as tx:
-                row = await tx.fetch_one(
-                    queries.RETRY_JOB,
-                    id=new_id,
-                    retry_of=parsed,
-                    now=utcnow(),
-                    traceparent=traceparent,
-                    client=client,
-                )
+            row = await insert_job(
+                jobs.db,
+                jobs.limits,
+                client,
+                RETRY_ADMITTED,
+                id=new_id,
+                retry_of=parsed,
+                now=utcnow(),
+                traceparent=traceparent,
+            )
             if row is not None:
                 kind, *columns = row
                 await jobs.send(

@@ -10,6 +10,8 @@
   the count of all unfinished jobs (backpressure) without reading finished ones.
 - ``rate_limits``: rate-limit state for API processes without a shared Redis (UNLOGGED:
   not worth a write-ahead log; a crash forgets it, forgiving a few requests).
+- ``job_admitted()`` (Postgres): whether a job may be added under the limits, deciding one
+  admission at a time (api.admission), so the insert that calls it is one round trip.
 
 Revision ID: 0007
 Revises: 0006
@@ -67,6 +69,24 @@ CREATE TRIGGER todo_counts_update AFTER UPDATE ON todos
   FOR EACH STATEMENT EXECUTE FUNCTION todo_counts_update();
 CREATE TRIGGER todo_counts_truncate AFTER TRUNCATE ON todos
   FOR EACH STATEMENT EXECUTE FUNCTION todo_counts_truncate();
+"""
+
+#: One admission at a time: the advisory lock (two-int form, apart from the jobs' bigint
+#: locks) is held until the calling statement's transaction commits, and the counts are
+#: taken after it is ours. A VOLATILE PL/pgSQL function takes a fresh snapshot for each
+#: statement inside it (READ COMMITTED), so they see every admission committed before:
+#: two API processes can never both see room for the last job.
+JOB_ADMITTED = """
+CREATE FUNCTION job_admitted(overall_max integer, client_key text, client_max integer)
+RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(6400, 1);
+  RETURN (SELECT count(*) FROM (SELECT 1 FROM jobs
+            WHERE status IN ('PENDING', 'STARTED', 'RETRY') LIMIT overall_max) a) < overall_max
+     AND (SELECT count(*) FROM (SELECT 1 FROM jobs
+            WHERE status IN ('PENDING', 'STARTED', 'RETRY') AND client = client_key
+            LIMIT client_max) b) < client_max;
+END $$;
 """
 
 SQLITE_TRIGGERS = [
@@ -131,9 +151,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_limits")),
         prefixes=["UNLOGGED"] if postgres else [],
     )
+    if postgres:
+        op.execute(JOB_ADMITTED)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION job_admitted(integer, text, integer)")
     op.drop_table("rate_limits")
     op.drop_index("ix_jobs_unfinished", table_name="jobs")
     op.drop_index("ix_jobs_unfinished_client", table_name="jobs")

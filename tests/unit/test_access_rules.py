@@ -181,3 +181,41 @@ def test_a_refused_client_is_refused_locally_until_its_turn_then_asks_the_store_
     assert Counting.calls == 8
     # Another client is not affected by a's refusal.
     assert asyncio.run(limiter.check("ip:b", "POST")).allowed  # type: ignore[union-attr]
+
+
+def test_a_busy_client_is_leased_its_budget_in_batches_and_never_gets_more_than_it():
+    from api.rate_limits import RateLimiter
+
+    now = [0.0]
+
+    class Counting(MemoryStore):
+        calls = 0
+
+        async def hit(self, key: str, interval_s: float) -> tuple[bool, float]:
+            Counting.calls += 1
+            return await super().hit(key, interval_s)
+
+    store = Counting(clock=lambda: 7000 + now[0])
+    limiter = RateLimiter(store, reads_per_minute=600, writes_per_minute=0, clock=lambda: now[0])
+
+    def second_of(requests: int) -> list[bool]:
+        allowed = []
+        for _ in range(requests):
+            decision = asyncio.run(limiter.check("ip:busy", "GET"))
+            assert decision is not None
+            allowed.append(decision.allowed)
+            now[0] += 1 / requests
+        return allowed
+
+    first = second_of(300)  # one request at a time until the limiter has seen a busy second
+    assert Counting.calls == 300
+    second = second_of(300)
+    assert Counting.calls - 300 <= 300 // 16 + 2  # leased: one store call per 16 requests
+    third = second_of(1000)  # far past the budget (600 a minute, a minute's worth at once)
+    allowed = sum(first) + sum(second) + sum(third)
+    # Never over the budget (600, plus 10 a second of refill over 3 s), and a lease's lapse
+    # refuses little early.
+    assert 600 - 16 <= allowed <= 630, allowed
+    # A quiet client is asked about one request at a time (exact near its limit).
+    quiet = [asyncio.run(limiter.check("ip:quiet", "GET")) for _ in range(3)]
+    assert [d.remaining for d in quiet if d] == [599, 598, 597]
