@@ -19,6 +19,7 @@ a rate limit protects the service, and must not become the way it fails.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -244,6 +245,8 @@ class RateLimiter:
         self._leases: dict[str, _Lease] = {}
         # Requests per key in this second and the one before: how busy each client is.
         self._seen: dict[str, tuple[int, int, int]] = {}
+        # The busy keys' turns at asking the store.
+        self._asking: dict[str, asyncio.Lock] = {}
 
     async def check(self, client: str, method: str) -> Decision | None:
         """The decision on one request of ``client``'s, None if unlimited (or the store is
@@ -258,11 +261,33 @@ class RateLimiter:
             if tat - now + interval > WINDOW_S + 1e-9:
                 return decide(limit, False, tat - now)
             del self._refused[key]
-        lease = self._leases.get(key)
-        if lease is not None and lease.left and now < lease.until:
-            lease.left -= 1
-            return Decision(True, limit, lease.remaining + lease.left, lease.reset_s, 0)
+        spent = self._spend_lease(key, limit, now)
+        if spent is not None:
+            return spent
         size = min(self._busy(key, now), limit)
+        if size == 1:
+            return await self._ask(key, limit, interval, 1, now)
+        # A busy client's concurrent requests wait for the one asking the store, then spend
+        # what it leased, instead of each asking (and each leasing) at once.
+        lock = self._asking.setdefault(key, asyncio.Lock())
+        async with lock:
+            spent = self._spend_lease(key, limit, self._clock())
+            if spent is not None:
+                return spent
+            return await self._ask(key, limit, interval, size, self._clock())
+
+    def _spend_lease(self, key: str, limit: int, now: float) -> Decision | None:
+        lease = self._leases.get(key)
+        if lease is None or not lease.left or now >= lease.until:
+            return None
+        lease.left -= 1
+        return Decision(True, limit, lease.remaining + lease.left, lease.reset_s, 0)
+
+    async def _ask(
+        self, key: str, limit: int, interval: float, size: int, now: float
+    ) -> Decision | None:
+        """Take ``size`` requests of ``key``'s budget from the store (one, if not that many
+        are left): the decision on this request; the rest leased."""
         try:
             allowed, ahead = await self.store.hit(key, interval * size)
             if not allowed and size > 1:  # near the limit: one at a time, exactly
@@ -301,6 +326,7 @@ class RateLimiter:
         self._leases = {k: lease for k, lease in self._leases.items() if lease.until > now}
         second = int(now)
         self._seen = {k: seen for k, seen in self._seen.items() if seen[0] >= second - 1}
+        self._asking = {k: lock for k, lock in self._asking.items() if lock.locked()}
 
     def _warn(self, exc: BaseException) -> None:
         # At most one line every 10 s: an outage must not flood the log as well.

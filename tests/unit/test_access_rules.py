@@ -219,3 +219,34 @@ def test_a_busy_client_is_leased_its_budget_in_batches_and_never_gets_more_than_
     # A quiet client is asked about one request at a time (exact near its limit).
     quiet = [asyncio.run(limiter.check("ip:quiet", "GET")) for _ in range(3)]
     assert [d.remaining for d in quiet if d] == [599, 598, 597]
+
+
+def test_a_busy_clients_concurrent_requests_share_one_store_call_per_lease():
+    from api.rate_limits import RateLimiter
+
+    class Slow(MemoryStore):
+        calls = 0
+
+        async def hit(self, key: str, interval_s: float) -> tuple[bool, float]:
+            Slow.calls += 1
+            await asyncio.sleep(0)  # a round trip: others run meanwhile
+            return await super().hit(key, interval_s)
+
+    now = [0.0]
+    limiter = RateLimiter(
+        Slow(clock=lambda: now[0]),
+        reads_per_minute=10**8,
+        writes_per_minute=0,
+        clock=lambda: now[0],
+    )
+
+    async def waves(count: int) -> None:
+        for _ in range(count):
+            decisions = await asyncio.gather(*(limiter.check("ip:b", "GET") for _ in range(32)))
+            assert all(d is not None and d.allowed for d in decisions)
+            now[0] += 0.005
+
+    asyncio.run(waves(200))  # 1 s at 6,400 requests a second: the limiter learns it is busy
+    before = Slow.calls
+    asyncio.run(waves(100))
+    assert Slow.calls - before <= 3200 // 16 + 10, Slow.calls - before
