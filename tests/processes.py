@@ -131,7 +131,11 @@ def start_api(env: Mapping[str, str], port: int) -> Process:
         ],
         env,
     )
-    wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/v1/health", proc)
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 
@@ -146,7 +150,11 @@ def start_worker(env: Mapping[str, str], *, processes: int = 1, threads: int = 2
             "WORKER_SHUTDOWN_TIMEOUT_MS": "10000",
         },
     )
-    wait_log(proc, "Worker process is ready", timeout=30)
+    try:
+        wait_log(proc, "Worker process is ready", timeout=30)
+    except BaseException:
+        proc.stop()  # never left running behind a failed start
+        raise
     return proc
 
 
