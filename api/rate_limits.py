@@ -215,7 +215,7 @@ class RateLimiter:
     #: Refusals, leases and rate counts remembered at most (beyond it the lapsed ones go).
     MAX_KEYS = 10_000
     #: A busy client's process takes up to this many requests of its budget at a time.
-    MAX_LEASE = 16
+    MAX_LEASE = 64
     #: Unused leased requests lapse after this long (the client has slowed down).
     LEASE_S = 1.0
 
@@ -245,8 +245,9 @@ class RateLimiter:
         self._leases: dict[str, _Lease] = {}
         # Requests per key in this second and the one before: how busy each client is.
         self._seen: dict[str, tuple[int, int, int]] = {}
-        # The busy keys' turns at asking the store.
-        self._asking: dict[str, asyncio.Lock] = {}
+        # A busy key's store call in flight, and how many requests waited for the last one.
+        self._asking: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, int] = {}
 
     async def check(self, client: str, method: str) -> Decision | None:
         """The decision on one request of ``client``'s, None if unlimited (or the store is
@@ -267,14 +268,24 @@ class RateLimiter:
         size = min(self._busy(key, now), limit)
         if size == 1:
             return await self._ask(key, limit, interval, 1, now)
-        # A busy client's concurrent requests wait for the one asking the store, then spend
-        # what it leased, instead of each asking (and each leasing) at once.
-        lock = self._asking.setdefault(key, asyncio.Lock())
-        async with lock:
+        # A busy client's concurrent requests wait for the one asking the store (all woken
+        # together when it answers), then spend what it leased, instead of each asking. The
+        # next lease covers as many as waited for this one.
+        while (asking := self._asking.get(key)) is not None:
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            await asyncio.shield(asking)
             spent = self._spend_lease(key, limit, self._clock())
             if spent is not None:
                 return spent
+        asking = asyncio.get_running_loop().create_future()
+        self._asking[key] = asking
+        waited = self._waiting.pop(key, 0)
+        try:
+            size = min(max(size, waited + 1), self.MAX_LEASE, limit)
             return await self._ask(key, limit, interval, size, self._clock())
+        finally:
+            del self._asking[key]
+            asking.set_result(None)
 
     def _spend_lease(self, key: str, limit: int, now: float) -> Decision | None:
         lease = self._leases.get(key)
@@ -326,7 +337,7 @@ class RateLimiter:
         self._leases = {k: lease for k, lease in self._leases.items() if lease.until > now}
         second = int(now)
         self._seen = {k: seen for k, seen in self._seen.items() if seen[0] >= second - 1}
-        self._asking = {k: lock for k, lock in self._asking.items() if lock.locked()}
+        self._waiting = {k: n for k, n in self._waiting.items() if k in self._asking}
 
     def _warn(self, exc: BaseException) -> None:
         # At most one line every 10 s: an outage must not flood the log as well.
