@@ -127,12 +127,16 @@ async def insert_job(
     nothing for reasons of its own: the caller's to say)."""
     verdict = _limits_params(limits, client)
     if db.is_postgres:
-        row = await db.execute(query, **params, **verdict)
-        if row is not None:
-            return row
-        overall, mine = await _counts(db, limits, client)  # which limit, for the answer
-        if query is RETRY_ADMITTED and not _full(limits, overall, mine):
-            return None
+        for _ in range(3):
+            row = await db.execute(query, **params, **verdict)
+            if row is not None:
+                return row
+            overall, mine = await _counts(db, limits, client)  # which limit, for the answer
+            if _full(limits, overall, mine):
+                raise _refusal(limits, overall, mine)
+            if query is RETRY_ADMITTED:
+                return None  # not for the limits: the caller says why
+            # A job finished between the refusal and the count: there is room, try again.
         raise _refusal(limits, overall, mine)
     # SQLite (the single process): the same decision, in turns, in one transaction.
     async with db.serialised() as tx:

@@ -33,7 +33,27 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 RequestObserver = Callable[[HTTPScope, str, str, int, float], None]
 
 
+class _RefusalSampling:
+    """Rate-limit refusals (429) are logged one in ``EVERY``, each such line saying so
+    (``sampled``): a flooding client would otherwise buy a log line with each refused
+    request, cheaply for it and not for us. Counts stay exact in the metrics."""
+
+    EVERY = 100
+
+    def __init__(self) -> None:
+        self._seen = 0
+
+    def log_this(self) -> bool:
+        self._seen += 1
+        return self._seen % self.EVERY == 1
+
+    def sampled(self, status: int) -> dict[str, int]:
+        return {"sampled": self.EVERY} if status == 429 else {}
+
+
 def request_log_middleware(app: ASGIApp, observe: RequestObserver | None = None) -> ASGIApp:
+    refusals = _RefusalSampling()
+
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
@@ -90,13 +110,15 @@ def request_log_middleware(app: ASGIApp, observe: RequestObserver | None = None)
             seconds = time.perf_counter() - started
             if observe is not None:
                 observe(http, method, path, status, seconds)
-            log.info(
-                "request",
-                method=method,
-                path=path,
-                status=status,
-                duration_ms=round(seconds * 1000, 2),
-            )
+            if status != 429 or refusals.log_this():
+                log.info(
+                    "request",
+                    method=method,
+                    path=path,
+                    status=status,
+                    duration_ms=round(seconds * 1000, 2),
+                    **refusals.sampled(status),
+                )
             structlog.contextvars.unbind_contextvars("request_id", "trace_id")
 
     return middleware

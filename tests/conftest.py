@@ -86,8 +86,7 @@ def engine(settings: Settings) -> Iterator[Engine]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE todos, jobs, job_attempts, idempotency_keys, rate_limits"
-                " RESTART IDENTITY"
+                "TRUNCATE todos, jobs, job_attempts, idempotency_keys, rate_limits RESTART IDENTITY"
             )
         )
     yield engine
