@@ -319,3 +319,16 @@ def test_a_burst_wider_than_the_redis_pool_is_still_limited(database_url, engine
         statuses = at_once(client, "POST", TODOS, 150, json={"title": "t"})
     assert statuses.count(201) == 10, statuses
     assert count(engine, "SELECT count(*) FROM todos") == 10
+
+
+def test_refusals_are_logged_one_in_a_hundred_and_say_so(database_url, engine):
+    """A flood of 429s must not buy a log line each; every other answer keeps its line."""
+    from structlog.testing import capture_logs
+
+    with app_client(database_url, RATE_LIMIT_WRITES_PER_MINUTE="1") as client:
+        with capture_logs() as logs:
+            statuses = [client.post(TODOS, json={"title": "t"}).status_code for _ in range(251)]
+    assert statuses == [201] + [429] * 250
+    lines = [e for e in logs if e["event"] == "request"]
+    assert [e["status"] for e in lines] == [201, 429, 429, 429]
+    assert [e.get("sampled") for e in lines] == [None, 100, 100, 100]
