@@ -325,9 +325,11 @@ def test_refusals_are_logged_one_in_a_hundred_and_say_so(database_url, engine):
     """A flood of 429s must not buy a log line each; every other answer keeps its line."""
     from structlog.testing import capture_logs
 
-    with app_client(database_url, RATE_LIMIT_WRITES_PER_MINUTE="1") as client:
-        with capture_logs() as logs:
-            statuses = [client.post(TODOS, json={"title": "t"}).status_code for _ in range(251)]
+    with (
+        app_client(database_url, RATE_LIMIT_WRITES_PER_MINUTE="1") as client,
+        capture_logs() as logs,
+    ):
+        statuses = [client.post(TODOS, json={"title": "t"}).status_code for _ in range(251)]
     assert statuses == [201] + [429] * 250
     lines = [e for e in logs if e["event"] == "request"]
     assert [e["status"] for e in lines] == [201, 429, 429, 429]
