@@ -35,7 +35,7 @@ from litestar.utils import normalize_path
 
 from api.client_address import Networks, client_key, resolve_client
 from api.keys import ApiKeys
-from api.rate_limits import RateLimiter
+from api.rate_limits import READ_METHODS, RateLimiter
 
 #: Where the identity is left for handlers (the request's state).
 CLIENT = "taskoverflow_client"
@@ -45,8 +45,6 @@ EXEMPT_PATHS = frozenset({"/api/v1/health", "/api/v1/health/ready", "/metrics"})
 
 #: Under these, every method needs a key (when keys are on): the job endpoints.
 JOB_PREFIXES = ("/api/v1/jobs", "/api/v1/todos/ical")
-
-_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: What a page of another origin may read of an answer (CORS_ALLOW_ORIGINS).
 EXPOSED_HEADERS = (
@@ -67,7 +65,7 @@ def needs_key(method: str, path: str) -> bool:
     no doubled or trailing slashes, as routing sees it)."""
     if not path.startswith("/api/"):
         return False  # the page, its static files, the OpenAPI document
-    return method not in _READS or path.startswith(JOB_PREFIXES)
+    return method not in READ_METHODS or path.startswith(JOB_PREFIXES)
 
 
 def client_of(request: Request) -> str:
@@ -76,13 +74,12 @@ def client_of(request: Request) -> str:
 
 
 def _bearer(scope: HTTPScope) -> str | None:
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return ""  # some other scheme, or an empty one: not a usable key
-    return None
+    """The Bearer token; "" for another scheme or an empty one (not a usable key)."""
+    value = _header(scope, b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 async def _refuse(
@@ -170,7 +167,7 @@ def access_layer(
             await app(scope, receive, send)
             return
         if not decision.allowed:
-            budget = "read" if method in _READS else "write"
+            budget = "read" if method in READ_METHODS else "write"
             await _refuse(
                 send,
                 429,

@@ -49,16 +49,21 @@ class Watched:
         return [*self.page.evaluate("window.cspViolations"), *self.console]
 
 
-@pytest.fixture
-def watched(browser: Browser, api: str) -> Iterator[Watched]:  # noqa: F811 (the fixture)
+def watched_page(chromium: Browser, base_url: str) -> Iterator[Watched]:
+    """A page of ``base_url`` whose CSP violations and console are recorded."""
     # bypass_csp stays False (Playwright's default): the browser enforces the policy.
-    context = browser.new_context(base_url=api, accept_downloads=True, timezone_id="UTC")
+    context = chromium.new_context(base_url=base_url, accept_downloads=True, timezone_id="UTC")
     page = context.new_page()
     page.add_init_script(RECORD_VIOLATIONS)
     watched = Watched(page)
     page.on("console", watched.on_console)
     yield watched
     context.close()
+
+
+@pytest.fixture
+def watched(browser: Browser, api: str) -> Iterator[Watched]:  # noqa: F811 (the fixture)
+    yield from watched_page(browser, api)
 
 
 def shot(page: Page, name: str) -> None:
@@ -190,13 +195,7 @@ def keyed_api(service_env: dict[str, str], processes: list[Process]) -> KeyedApi
 
 @pytest.fixture
 def keyed_page(browser: Browser, keyed_api: KeyedApi) -> Iterator[Watched]:  # noqa: F811
-    context = browser.new_context(base_url=keyed_api.url, accept_downloads=True, timezone_id="UTC")
-    page = context.new_page()
-    page.add_init_script(RECORD_VIOLATIONS)
-    watched = Watched(page)
-    page.on("console", watched.on_console)
-    yield watched
-    context.close()
+    yield from watched_page(browser, keyed_api.url)
 
 
 def test_with_keys_on_the_page_asks_for_a_key_then_works_with_it(

@@ -4,6 +4,7 @@ arithmetic, API key entries, which requests need a key."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from ipaddress import ip_network
 
 import pytest
@@ -151,17 +152,26 @@ def test_the_rate_limit_store_defaults_to_what_the_deployment_shares():
         Settings.from_env({**single, "RATE_LIMIT_STORE": "postgres"})
 
 
+class Counting(MemoryStore):
+    """A memory store that counts its calls; ``round_trip``: each call yields to the event
+    loop, as a real store's network round trip would (other requests run meanwhile)."""
+
+    def __init__(self, clock: Callable[[], float], *, round_trip: bool = False) -> None:
+        super().__init__(clock=clock)
+        self.calls = 0
+        self._round_trip = round_trip
+
+    async def hit(self, key: str, interval_s: float) -> tuple[bool, float]:
+        self.calls += 1
+        if self._round_trip:
+            await asyncio.sleep(0)
+        return await super().hit(key, interval_s)
+
+
 def test_a_refused_client_is_refused_locally_until_its_turn_then_asks_the_store_again():
     from api.rate_limits import RateLimiter
 
     now = [0.0]
-
-    class Counting(MemoryStore):
-        calls = 0
-
-        async def hit(self, key: str, interval_s: float) -> tuple[bool, float]:
-            Counting.calls += 1
-            return await super().hit(key, interval_s)
 
     store = Counting(clock=lambda: 5000 + now[0])
     limiter = RateLimiter(store, reads_per_minute=0, writes_per_minute=6, clock=lambda: now[0])
@@ -173,12 +183,12 @@ def test_a_refused_client_is_refused_locally_until_its_turn_then_asks_the_store_
 
     assert [check() for _ in range(6)] == [True] * 6
     assert [check() for _ in range(50)] == [False] * 50
-    assert Counting.calls == 7  # one refusal from the store, 49 from memory
+    assert store.calls == 7  # one refusal from the store, 49 from memory
     now[0] += 9.9
     assert not check()
     now[0] += 0.2  # one interval (10 s) after the burst: room for one again
     assert check()
-    assert Counting.calls == 8
+    assert store.calls == 8
     # Another client is not affected by a's refusal.
     assert asyncio.run(limiter.check("ip:b", "POST")).allowed  # type: ignore[union-attr]
 
@@ -187,13 +197,6 @@ def test_a_busy_client_is_leased_its_budget_in_batches_and_never_gets_more_than_
     from api.rate_limits import RateLimiter
 
     now = [0.0]
-
-    class Counting(MemoryStore):
-        calls = 0
-
-        async def hit(self, key: str, interval_s: float) -> tuple[bool, float]:
-            Counting.calls += 1
-            return await super().hit(key, interval_s)
 
     store = Counting(clock=lambda: 7000 + now[0])
     limiter = RateLimiter(store, reads_per_minute=600, writes_per_minute=0, clock=lambda: now[0])
@@ -208,9 +211,9 @@ def test_a_busy_client_is_leased_its_budget_in_batches_and_never_gets_more_than_
         return allowed
 
     first = second_of(300)  # one request at a time until the limiter has seen a busy second
-    assert Counting.calls == 300
+    assert store.calls == 300
     second = second_of(300)
-    assert Counting.calls - 300 <= 300 // 16 + 2  # leased: one store call per 16 requests
+    assert store.calls - 300 <= 300 // 16 + 2  # leased: one store call per 16 requests
     third = second_of(1000)  # far past the budget (600 a minute, a minute's worth at once)
     allowed = sum(first) + sum(second) + sum(third)
     # Never over the budget (600, plus 10 a second of refill over 3 s), and a lease's lapse
@@ -224,17 +227,9 @@ def test_a_busy_client_is_leased_its_budget_in_batches_and_never_gets_more_than_
 def test_a_busy_clients_concurrent_requests_share_one_store_call_per_lease():
     from api.rate_limits import RateLimiter
 
-    class Slow(MemoryStore):
-        calls = 0
-
-        async def hit(self, key: str, interval_s: float) -> tuple[bool, float]:
-            Slow.calls += 1
-            await asyncio.sleep(0)  # a round trip: others run meanwhile
-            return await super().hit(key, interval_s)
-
     now = [0.0]
     limiter = RateLimiter(
-        Slow(clock=lambda: now[0]),
+        (store := Counting(clock=lambda: now[0], round_trip=True)),
         reads_per_minute=10**8,
         writes_per_minute=0,
         clock=lambda: now[0],
@@ -247,6 +242,6 @@ def test_a_busy_clients_concurrent_requests_share_one_store_call_per_lease():
             now[0] += 0.005
 
     asyncio.run(waves(200))  # 1 s at 6,400 requests a second: the limiter learns it is busy
-    before = Slow.calls
+    before = store.calls
     asyncio.run(waves(100))
-    assert Slow.calls - before <= 3200 // 16 + 10, Slow.calls - before
+    assert store.calls - before <= 3200 // 16 + 10, store.calls - before
