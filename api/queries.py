@@ -149,11 +149,6 @@ JOB_STATUS = Query(
     )
 )
 
-#: The course's result route: state, result, reason and when the result expires.
-JOB_RESULT = Query(
-    select(Job.status, Job.result, Job.error, Job.expires_at).where(Job.id == bindparam("id"))
-)
-
 
 @cache
 def job_list(params: frozenset[str]) -> Query:

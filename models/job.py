@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 from models.clock import utcnow
+from models.results import GzipText
 
 
 class JobStatus(enum.StrEnum):
@@ -105,8 +107,12 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The last failure, for people: why it is RETRY or FAILURE.
     error: Mapped[str | None] = mapped_column(Text)
-    #: The job's output (for ``ical``: the calendar text).
-    result: Mapped[str | None] = mapped_column(Text)
+    #: The job's output (for ``ical``: the calendar text), stored as gzip (models.results):
+    #: read and written as text through SQLAlchemy; the worker writes it, and the API serves
+    #: it, as the compressed bytes.
+    result: Mapped[str | None] = mapped_column(GzipText)
+    #: The length of the result's text in bytes (its Content-Length once decompressed).
+    result_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     #: Last time its message was handed to the broker; the reconciler re-sends from this.
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -46,6 +46,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Engine,
+    LargeBinary,
     Select,
     String,
     Text,
@@ -73,6 +74,7 @@ from models.attempt import AttemptOutcome, JobAttempt
 from models.clock import utcnow
 from models.idempotency import IdempotencyKey
 from models.job import FINAL_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
+from models.results import StoredResult
 from models.settings import JobSettings
 
 #: Longest error text kept on a job row (a traceback's last line, not the whole of it).
@@ -235,7 +237,9 @@ REPORT = (
 SUCCEED = _transition(
     and_(_UNFINISHED, Job.cancel_requested_at.is_(None)),
     JobStatus.SUCCESS.value,
-    result=bindparam("result"),
+    # The compressed bytes as they are (models.results), not through the column's text type.
+    result=bindparam("result", type_=LargeBinary),
+    result_bytes=bindparam("result_bytes"),
     error=None,
     finished_at=_NOW,
     expires_at=_EXPIRES,
@@ -420,13 +424,20 @@ def report(conn: Connection, job_id: uuid.UUID, stage: str, done: int, total: in
     return row is not None and row[0] is None
 
 
-def succeed(conn: Connection, job_id: uuid.UUID, result: str, keep: timedelta) -> bool:
+def _result_params(result: StoredResult, keep: timedelta) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "result": result.data,
+        "result_bytes": result.size,
+        "now": now,
+        "expires_at": now + keep,
+    }
+
+
+def succeed(conn: Connection, job_id: uuid.UUID, result: StoredResult, keep: timedelta) -> bool:
     """SUCCESS with ``result``, served for ``keep``; False if the job had finished meanwhile
     or a cancel was asked for (nothing written; then ``stop``)."""
-    now = utcnow()
-    done = conn.execute(
-        SUCCEED, {"job_id": job_id, "result": result, "now": now, "expires_at": now + keep}
-    )
+    done = conn.execute(SUCCEED, {"job_id": job_id} | _result_params(result, keep))
     return bool(done.rowcount)
 
 
@@ -557,7 +568,7 @@ def _attempt_params(claimed: Claimed) -> dict[str, Any]:
 
 
 def succeed_attempt(
-    conn: Connection, job_id: uuid.UUID, claimed: Claimed, result: str, keep: timedelta
+    conn: Connection, job_id: uuid.UUID, claimed: Claimed, result: StoredResult, keep: timedelta
 ) -> bool:
     """``succeed``, and the attempt ``claimed`` began on record as its success, if it did."""
     if conn.dialect.name != "postgresql":
@@ -565,8 +576,7 @@ def succeed_attempt(
         if done:
             record_attempt(conn, job_id, claimed, AttemptOutcome.SUCCESS)
         return done
-    now = utcnow()
-    params = {"job_id": job_id, "result": result, "now": now, "expires_at": now + keep}
+    params = {"job_id": job_id} | _result_params(result, keep)
     return bool(conn.execute(SUCCEED_AND_RECORD, params | _attempt_params(claimed)).rowcount)
 
 
@@ -683,7 +693,7 @@ def _oldest(by: Any, before: str) -> Select[uuid.UUID]:
 EXPIRE = (
     update(Job)
     .where(Job.id.in_(_oldest(Job.expires_at, "now").where(Job.result.is_not(None))))
-    .values(result=None)
+    .values(result=None, result_bytes=None)
 )
 
 #: Purge: delete finished jobs whose record has outlived JOB_RECORD_TTL_S. By the time they

@@ -13,9 +13,9 @@ from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import Engine, Row, text
+from sqlalchemy import Engine, Row, select, text
 
-from models.job import FINAL_STATUSES
+from models.job import FINAL_STATUSES, Job
 
 T = TypeVar("T")
 
@@ -72,7 +72,7 @@ def wait_for_job(
     *,
     timeout: float = 60,
 ) -> Row[Any]:
-    """The job's row (``SELECT * FROM jobs``) once its status is one of ``wanted``."""
+    """The job's row (every column, the result as text) once its status is one of ``wanted``."""
 
     def state() -> tuple[str, int, str | None] | None:
         with engine.connect() as conn:
@@ -88,7 +88,7 @@ def wait_for_job(
         what=f"job {job_id} to be {'/'.join(sorted(wanted))} (status, attempts, error)",
     )
     with engine.connect() as conn:
-        return conn.execute(text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id}).one()
+        return conn.execute(select(Job.__table__).where(Job.id == job_id)).one()
 
 
 def wait_for_task(

@@ -2,7 +2,8 @@
 
 Each is registered under the name ``models.queue.ACTOR_BY_KIND`` gives its kind, which is
 how senders address it. The path from an actor to the code that renders is three calls:
-actor -> ``run_job`` -> the work (``calendar_text``) -> ``write_calendar``.
+actor -> ``run_job`` -> the work (``calendar_result``) -> ``render_lines``, compressed as
+it goes (``gzip_lines``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dramatiq
 
 from models import JobKind
 from models.queue import ACTOR_BY_KIND
-from workers.calendar import calendar_text
+from workers.calendar import calendar_result
 from workers.errors import PermanentJobError
 from workers.middleware import current_resources
 from workers.runner import run_job
@@ -25,7 +26,7 @@ def render_calendar(job_id: str) -> None:
     resources = current_resources()
     jobs = resources.settings.jobs
     render = partial(
-        calendar_text,
+        calendar_result,
         uid_domain=jobs.calendar_uid_domain,
         max_events=resources.settings.limits.calendar_max_events,
     )

@@ -25,8 +25,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from models import Todo
+from models.results import StoredResult, gzip_lines
 from workers.errors import PermanentJobError
-from workers.ical import CalendarTodo, write_calendar
+from workers.ical import CalendarTodo, render_lines
 from workers.runner import Progress
 
 #: Rows fetched per round trip from the server-side cursor: memory stays bounded by this, and
@@ -179,10 +180,11 @@ def _told(batches: Iterable[Sequence[Any]], progress: Progress) -> Iterator[Sequ
     progress.update(RENDERING, done=done)
 
 
-def calendar_text(
+def calendar_result(
     conn: Connection, progress: Progress, *, uid_domain: str, max_events: int | None = None
-) -> str:
+) -> StoredResult:
     """The work of an ``ical`` job: every dated todo as one iCalendar (RFC 5545) text, if
-    there are at most ``max_events``."""
+    there are at most ``max_events``, compressed as it is rendered: the worker never holds
+    the text whole, only its gzip (models.results)."""
     with dated_todos(conn, progress, max_events) as todos:
-        return write_calendar(todos, uid_domain=uid_domain)
+        return gzip_lines(render_lines(todos, uid_domain=uid_domain))

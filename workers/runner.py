@@ -2,7 +2,7 @@
 
 ``run_job`` is what every actor calls, with the engine and a plain function that does the
 work: it reads through the connection it is given, tells its ``Progress`` now and then, and
-returns the result text. The status writes are the job's transitions in
+returns the result (compressed as it was produced). The status writes are the job's transitions in
 ``models.lifecycle``; the work function only reads and computes.
 
 Delivery is at-least-once, so two workers can hold the same message (a redelivery after a
@@ -36,6 +36,7 @@ from sqlalchemy import BigInteger, Connection, Engine, bindparam, func, select
 
 from models import AttemptOutcome, JobStatus, lifecycle
 from models.engine import connect_autocommit
+from models.results import StoredResult
 from workers import metrics as job_metrics
 from workers.errors import JobCancelled, PermanentJobError
 
@@ -90,8 +91,8 @@ class Progress:
 
 
 #: The work a job does: read what it needs through the connection, tell the progress now
-#: and then, return the result text.
-Work = Callable[[Connection, Progress], str]
+#: and then, return the result as stored (models.results: compressed as it was produced).
+Work = Callable[[Connection, Progress], StoredResult]
 
 
 def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -> str:
@@ -155,7 +156,7 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                 # job is stopping: it ends CANCELLED, never with a result), or finished
                 # meanwhile (abandoned, failed by another copy's last retry): a finished job
                 # never changes, so this result is dropped, and said so.
-                return _stop(conn, job_id, job, keep, started, dropped=len(result))
+                return _stop(conn, job_id, job, keep, started, dropped=result.size)
             job_metrics.attempt_ended(
                 job,
                 AttemptOutcome.SUCCESS,
@@ -167,7 +168,8 @@ def run_job(engine: Engine, job_id: uuid.UUID, work: Work, *, keep: timedelta) -
                 outcome="success",
                 kind=job.kind,
                 attempts=job.attempts,
-                result_bytes=len(result),
+                result_bytes=result.size,
+                stored_bytes=len(result.data),
                 duration_ms=_ms_since(started),
             )
             return "success"

@@ -9,12 +9,14 @@ state in an extra field they ignore).
 from __future__ import annotations
 
 import uuid
+import zlib
 from datetime import datetime, timedelta
 
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api import queries
@@ -24,9 +26,11 @@ from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_RESPONSES, idempotent_operation
 from api.job_context import Jobs, parse_job_id
 from api.openapi_docs import errors, with_links_and_examples
+from api.results import RESULT_HEAD, accepts_gzip, decompressed, stored_slices
 from api.schemas import TaskCreated, TaskStatus, running_progress
 from models import JobKind, JobStatus
 from models.clock import utcnow
+from models.results import GZIP_WBITS, READ_CHUNK
 from models.tracing import publishing
 
 log = structlog.get_logger("api")
@@ -153,16 +157,20 @@ class CalendarJobController(Controller):
         operation_id="getCalendarJobResult",
         summary="A finished calendar job's iCalendar text",
         description="404 until the job is SUCCESS (or for good after FAILURE); 410 once a "
-        "finished job's result has expired (JOB_RESULT_TTL_S after it finished).",
+        "finished job's result has expired (JOB_RESULT_TTL_S after it finished). Sent with "
+        "Content-Encoding: gzip to a client whose Accept-Encoding allows it (as stored: ~15x "
+        "fewer bytes), as plain text otherwise; large results are streamed.",
         media_type="text/calendar",
         responses=errors(404, 410, 503),
     )
-    async def result(self, task_id: FromPath[str], jobs: NamedDependency[Jobs]) -> Response[str]:
+    async def result(
+        self, request: Request, task_id: FromPath[str], jobs: NamedDependency[Jobs]
+    ) -> Response[bytes] | Stream:
         job_id = parse_job_id(task_id, "Task not found")
-        row = await jobs.db.fetch_one(queries.JOB_RESULT, id=job_id)
+        row = await jobs.db.fetch_one(RESULT_HEAD, id=job_id, count=READ_CHUNK)
         if row is None:
             raise ApiError(404, "Task not found")
-        status, result, error, expires_at = row
+        status, error, expires_at, size, stored, first = row
         if expired(expires_at, utcnow()):
             # Every finished job: its outcome (result, or the reason there is none) is kept
             # for the same time; the record (GET /api/v1/jobs/{id}) outlives it.
@@ -174,10 +182,22 @@ class CalendarJobController(Controller):
         if status in (JobStatus.FAILURE, JobStatus.CANCELLED):
             # Not "not finished": the job is over and will never have a result.
             raise ApiError(404, f"Task failed: {error or 'no reason recorded'}")
-        if status != JobStatus.SUCCESS:
+        if status != JobStatus.SUCCESS or first is None:
             raise ApiError(404, "Task not finished")
-        return Response(
-            result or "",
+        gzip = accepts_gzip(request.headers.get("accept-encoding"))
+        headers = {
+            "Content-Disposition": f'inline; filename="taskoverflow-{job_id}.ics"',
+            "Vary": "Accept-Encoding",
+            **({"Content-Encoding": "gzip"} if gzip else {}),
+        }
+        first = bytes(first)
+        if len(first) == stored:  # the whole result came with the state: answer at once
+            body = first if gzip else zlib.decompress(first, GZIP_WBITS)
+            return Response(body, media_type="text/calendar", headers=headers)
+        # A large result: streamed, a slice at a time (api.results), never loaded whole.
+        slices = stored_slices(jobs.db, job_id, first, stored)
+        return Stream(
+            slices if gzip else decompressed(slices),
             media_type="text/calendar",
-            headers={"Content-Disposition": f'inline; filename="taskoverflow-{job_id}.ics"'},
+            headers={**headers, "Content-Length": str(stored if gzip else size)},
         )

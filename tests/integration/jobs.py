@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import httpx
-from sqlalchemy import Engine, Row, text
+from sqlalchemy import Engine, Row, select, text
 
+from models import Job
 from models.clock import utcnow
 from tests.processes import Process, start_worker
 from tests.waiting import wait_for_job
@@ -34,8 +35,9 @@ def insert_job(
 
 
 def job_row(engine: Engine, job_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    """The job's row, its result as text (the column's type decompresses it)."""
     with engine.connect() as conn:
-        return conn.execute(text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id}).one()
+        return conn.execute(select(Job.__table__).where(Job.id == job_id)).one()
 
 
 def insert_todos(

@@ -20,6 +20,7 @@ import httpx
 from sqlalchemy import Engine, text
 
 from models import lifecycle
+from models.results import gzip_text
 from tests.integration.jobs import insert_job, insert_todos, submit
 from tests.processes import Process, free_port, start_api, start_standalone, start_worker
 from tests.waiting import wait_for
@@ -230,7 +231,9 @@ def test_changes_are_pushed_and_the_listen_connection_survives_being_killed(
 
         changed_at = time.monotonic()
         with engine.begin() as conn:
-            assert lifecycle.succeed(conn, job_id, "BEGIN:VCALENDAR", keep=timedelta(hours=1))
+            assert lifecycle.succeed(
+                conn, job_id, gzip_text("BEGIN:VCALENDAR"), keep=timedelta(hours=1)
+            )
         rest = stream.rest()
         assert [(e.name, e.data["status"]) for e in rest] == [("status", "SUCCESS")]
         assert rest[0].at - changed_at < PUSHED_WITHIN_S

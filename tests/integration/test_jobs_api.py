@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from api.app import create_app
 from models import lifecycle
+from models.results import gzip_text
 from models.settings import Settings
 from tests.conftest import make_settings
 from tests.integration.jobs import insert_job
@@ -434,7 +435,9 @@ def test_an_expired_result_is_410_and_the_job_record_stays(
     _claim(engine, job_id)
     with engine.begin() as conn:
         # A result whose time ran out a second ago (a day after it finished, by default).
-        assert lifecycle.succeed(conn, job_id, "BEGIN:VCALENDAR", keep=timedelta(seconds=-1))
+        assert lifecycle.succeed(
+            conn, job_id, gzip_text("BEGIN:VCALENDAR"), keep=timedelta(seconds=-1)
+        )
     result = client.get(task["task_url"].replace("/status", "/result"))
     assert result.status_code == 410
     expires_at = client.get(f"{JOBS}/{job_id}").json()["expires_at"]

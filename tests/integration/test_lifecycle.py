@@ -15,11 +15,11 @@ from models.engine import create_db_engine
 from models.lifecycle import lock_key
 from models.settings import Settings
 from tests.integration.jobs import insert_job, insert_todos, job_row
-from workers.calendar import calendar_text
+from workers.calendar import calendar_result
 from workers.errors import PermanentJobError
 from workers.runner import Progress, Work, mark_failed, run_job
 
-render = partial(calendar_text, uid_domain="taskoverflow.test")
+render = partial(calendar_result, uid_domain="taskoverflow.test")
 #: How long results are kept (JOB_RESULT_TTL_S's default).
 KEEP = timedelta(days=1)
 

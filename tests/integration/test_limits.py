@@ -241,7 +241,7 @@ def test_an_unreachable_store_lets_requests_through(database_url, engine):
 def test_a_job_that_finds_more_events_than_allowed_fails_saying_why(settings, engine):
     """Todos added after the submission can take a job past CALENDAR_MAX_EVENTS: the worker
     fails it for good, with the limit in the reason, instead of rendering it."""
-    from workers.calendar import calendar_text
+    from workers.calendar import calendar_result
     from workers.errors import PermanentJobError
 
     class Quiet:
@@ -254,12 +254,10 @@ def test_a_job_that_finds_more_events_than_allowed_fails_saying_why(settings, en
         insert_todos(engine, total)
         with engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            assert (
-                calendar_text(conn, Quiet(), uid_domain="t", max_events=total).count("BEGIN:VEVENT")
-                == total
-            )  # type: ignore[arg-type]
+            rendered = calendar_result(conn, Quiet(), uid_domain="t", max_events=total)  # type: ignore[arg-type]
+            assert rendered.text().count("BEGIN:VEVENT") == total
             with pytest.raises(PermanentJobError, match="CALENDAR_MAX_EVENTS"):
-                calendar_text(conn, Quiet(), uid_domain="t", max_events=total - 1)  # type: ignore[arg-type]
+                calendar_result(conn, Quiet(), uid_domain="t", max_events=total - 1)  # type: ignore[arg-type]
 
 
 # --- The door's corners (found in review) -------------------------------------------------

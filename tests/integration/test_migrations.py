@@ -143,3 +143,43 @@ def test_jobs_finished_before_0005_expire_a_day_after_they_finished(dialect, tmp
         failed: finished + timedelta(days=1),
         running: None,
     }
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_results_stored_as_text_become_gzip_and_back(dialect, tmp_path):  # type: ignore[no-untyped-def]
+    """0009 converts the results already stored (text before it, gzip after) and its
+    downgrade turns them back into the same text: no result is lost either way."""
+    calendar = "BEGIN:VCALENDAR\r\nSUMMARY:caf\u00e9 \u2603\r\nEND:VCALENDAR\r\n" * 500
+    done, purged = uuid.uuid4(), uuid.uuid4()
+    text_rows = "SELECT id, result FROM jobs ORDER BY result IS NULL"
+    with contextlib.ExitStack() as stack:
+        if dialect == "postgresql":
+            url = stack.enter_context(scratch_database("taskoverflow_results"))
+        else:
+            url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+        engine = engine_for(url)
+        stack.callback(engine.dispose)
+        schema.upgrade(engine, "0008")
+        moment = datetime(2026, 12, 1, 9, 0)
+        with engine.begin() as conn:  # at 0008 the result is a text column
+            for job_id, result in ((done, calendar), (purged, None)):
+                conn.exec_driver_sql(
+                    "INSERT INTO jobs (id, kind, status, attempts, result, created_at, "
+                    "updated_at) VALUES (?, 'ical', 'SUCCESS', 1, ?, ?, ?)"
+                    if dialect == "sqlite"
+                    else "INSERT INTO jobs (id, kind, status, attempts, result, created_at, "
+                    "updated_at) VALUES (%s, 'ical', 'SUCCESS', 1, %s, %s, %s)",
+                    (job_id.hex if dialect == "sqlite" else str(job_id), result, moment, moment),
+                )
+        schema.upgrade(engine)
+        with engine.connect() as conn:
+            rows = {row.id: (row.result, row.result_bytes) for row in conn.execute(select(Job))}
+            stored = conn.exec_driver_sql(
+                "SELECT length(result) FROM jobs WHERE result IS NOT NULL"
+            ).scalar_one()
+        assert rows == {done: (calendar, len(calendar.encode())), purged: (None, None)}
+        assert stored < len(calendar.encode()) / 10  # kept compressed, not as text
+        schema.downgrade(engine, "0008")
+        with engine.connect() as conn:
+            back = [tuple(row) for row in conn.exec_driver_sql(text_rows)]
+        assert [result for _, result in back] == [calendar, None]

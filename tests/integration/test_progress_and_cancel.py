@@ -20,15 +20,16 @@ from models import Job, JobKind, Todo, lifecycle, schema
 from models.clock import utcnow
 from models.engine import create_db_engine, worker_pool_size
 from models.queue import job_message
+from models.results import gzip_text
 from models.settings import DatabaseSettings, Settings
 from tests.integration.jobs import SLOW_CALENDAR_TODOS, insert_job, insert_todos, job_row
 from tests.waiting import wait_for, wait_for_job
 from tests.workers import redis_worker
 from workers import runner
-from workers.calendar import FETCH_BATCH, calendar_text
+from workers.calendar import FETCH_BATCH, calendar_result
 from workers.runner import PROGRESS_INTERVAL_S, Progress, mark_failed, run_job
 
-render = partial(calendar_text, uid_domain="taskoverflow.test")
+render = partial(calendar_result, uid_domain="taskoverflow.test")
 KEEP = timedelta(days=1)
 CANCELLED = {"CANCELLED"}
 
@@ -306,7 +307,7 @@ def test_the_worker_transitions_work_on_sqlite(sqlite_engine: Engine):
     cancel(sqlite_engine, job_id)
     with sqlite_engine.connect() as conn:
         assert lifecycle.report(conn, job_id, "rendering", 15, 20) is False
-        assert lifecycle.succeed(conn, job_id, "text", KEEP) is False
+        assert lifecycle.succeed(conn, job_id, gzip_text("text"), KEEP) is False
         assert lifecycle.stop(conn, job_id, KEEP) is True
         assert lifecycle.report(conn, job_id, "rendering", 20, 20) is False
         conn.commit()
