@@ -69,14 +69,26 @@ INSERT_TODO = Query(
 
 
 @cache
-def todo_list(filters: frozenset[str]) -> Query:
-    """Newest first; with "completed" in ``filters`` only completed = :completed, with
-    "due_by" only todos due by :due_by (the parameter of each filter's name)."""
+def todo_list(params: frozenset[str]) -> Query:
+    """Newest first, by (created_at, id); each filter applies when its parameter is given:
+    "completed" only completed = :completed, "due_by" only todos due by :due_by,
+    "after_created_at" (with "after_id") only todos after that one in this order, "limit"
+    at most :limit rows (api.todo_input.TodoPage names them)."""
     stmt = select(*TODO_COLUMNS).order_by(Todo.created_at.desc(), Todo.id.desc())
-    if "completed" in filters:
+    if "completed" in params:
         stmt = stmt.where(Todo.completed == bindparam("completed"))
-    if "due_by" in filters:
+    if "due_by" in params:
         stmt = stmt.where(Todo.deadline_at <= bindparam("due_by"))
+    if "after_created_at" in params:
+        # A row comparison: an index condition on (created_at, id), so a deep page costs
+        # what the first does (as the jobs list's, below).
+        position = tuple_(
+            bindparam("after_created_at", type_=Todo.created_at.type),
+            bindparam("after_id", type_=Todo.id.type),
+        )
+        stmt = stmt.where(tuple_(Todo.created_at, Todo.id) < position)
+    if "limit" in params:
+        stmt = stmt.limit(bindparam("limit"))
     return Query(stmt)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -179,3 +180,65 @@ def parse_window(raw: str | None) -> timedelta | None:
             f"and {MAX_WINDOW_DAYS}"
         )
     return timedelta(days=days)
+
+
+# --- The list's paging ---------------------------------------------------------------------
+
+#: ``?limit=N``: todos per page.
+MAX_TODO_PAGE = 1000
+#: A cursor: the last todo's created_at (microseconds since 1970) and id, as ``<micros>.<id>``.
+#: Any string of this form is a valid position, so a well-formed cursor is never refused.
+TODO_CURSOR_PATTERN = r"^[0-9]{1,17}\.[0-9]{1,10}$"
+_EPOCH = datetime(1970, 1, 1)
+_MAX_TODO_ID = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class TodoPage:
+    """One read of the todo list: its filters, where it starts and how many rows at most."""
+
+    completed: bool | None = None
+    due_by: datetime | None = None
+    #: The (created_at, id) of the last todo already listed; the read starts after it.
+    after: tuple[datetime, int] | None = None
+    #: Rows to read; None: all of them.
+    limit: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The statement's parameters; their names pick the statement (api.queries.todo_list)."""
+        params: dict[str, Any] = {}
+        if self.completed is not None:
+            params["completed"] = self.completed
+        if self.due_by is not None:
+            params["due_by"] = self.due_by
+        if self.after is not None:
+            params["after_created_at"], params["after_id"] = self.after
+        if self.limit is not None:
+            params["limit"] = self.limit
+        return params
+
+
+def parse_limit(raw: str | None) -> int | None:
+    """``?limit=N``: a whole number from 1 to ``MAX_TODO_PAGE``; None when absent."""
+    if raw is None:
+        return None
+    if raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_TODO_PAGE:
+        return int(raw)
+    raise _bad(f"limit must be a whole number from 1 to {MAX_TODO_PAGE}")
+
+
+def encode_cursor(created_at: datetime, todo_id: int) -> str:
+    micros = (created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{todo_id}"
+
+
+def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
+    """``?cursor=``: a position this API gave out in a ``Link`` header; None when absent."""
+    if raw is None:
+        return None
+    if not re.fullmatch(TODO_CURSOR_PATTERN, raw):
+        raise _bad("cursor is not one this API gave out (follow the Link header's next URL)")
+    micros, todo_id = raw.split(".")
+    # Ids are a Postgres integer: a larger one sorts after every todo of its instant, as
+    # the largest id does (and would not fit the statement's parameter).
+    return _EPOCH + timedelta(microseconds=int(micros)), min(int(todo_id), _MAX_TODO_ID)

@@ -71,6 +71,8 @@ class Job(Base):
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
         # The jobs list: newest first, paged by (created_at, id).
         Index("ix_jobs_created_at_id", "created_at", "id"),
+        # ... and with ?status=, that state's jobs in the same order (migration 0008).
+        Index("ix_jobs_status_created_at_id", "status", "created_at", "id"),
         # Retention (models.lifecycle.purge): finished jobs by age, to forget them; and
         # those still holding a result by expiry, to drop it (a partial index: the pass
         # reads only rows with a result left, not every expired one on every pass).

@@ -19,6 +19,10 @@ class Todo(Base):
         # The calendar reads dated todos in (deadline_at, id) order: with id in the index
         # that order comes straight from it, no sort (migration 0003, docs/BENCHMARKS.md).
         Index("ix_todos_deadline_at_id", "deadline_at", "id"),
+        # The list: newest first by (created_at, id), paged by keyset; and with ?completed=
+        # the todos of that value in the same order (migration 0008).
+        Index("ix_todos_created_at_id", "created_at", "id"),
+        Index("ix_todos_completed_created_at_id", "completed", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
