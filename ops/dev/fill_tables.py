@@ -21,13 +21,15 @@ import sys
 
 import psycopg2
 
-#: Todos shaped like the benchmark client's own: every one dated, nine months of deadlines.
+#: Todos shaped like the benchmark client's own: every one dated, nine months of deadlines,
+#: created a second apart up to now (one creation time for all would mislead the planner
+#: about the todo list's order).
 _TODOS = """
 INSERT INTO todos (title, description, completed, deadline_at, created_at, updated_at)
 SELECT 'Todo ' || i, 'benchmark todo ' || i, i %% 7 = 0,
-       make_timestamp(2027, 1 + i %% 9, 10 + i %% 10, 9, 30, 0),
-       now() AT TIME ZONE 'utc', now() AT TIME ZONE 'utc'
-FROM generate_series(%(first)s, %(last)s) AS i
+       make_timestamp(2027, 1 + i %% 9, 10 + i %% 10, 9, 30, 0), t.at, t.at
+FROM generate_series(%(first)s, %(last)s) AS i,
+     LATERAL (SELECT (now() AT TIME ZONE 'utc') - (%(last)s - i) * interval '1 second' AS at) AS t
 """
 
 #: Finished jobs, one a second going back from an hour ago, newest last; results expired.
