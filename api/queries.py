@@ -125,6 +125,7 @@ JOB_COLUMNS = (
     Job.cancel_requested_at,
     Job.retry_of,
     Job.traceparent,
+    Job.result_bytes,
 )
 
 #: One job as the jobs resource shows it (also what the events stream re-reads).

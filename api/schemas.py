@@ -146,6 +146,9 @@ class JobOut(msgspec.Struct):
     #: The W3C trace id (32 hex digits) of the request that submitted it, which its
     #: worker's log lines and spans carry too; null for a job submitted before traces.
     trace_id: str | None
+    #: The result's size: bytes of its text (the download's Content-Length unless sent
+    #: gzip-encoded); null while there is none (not SUCCESS, or expired).
+    result_bytes: int | None
     links: JobLinks
 
 

@@ -64,6 +64,7 @@ def job_out(row: Any, base_url: str) -> JobOut:
         cancel_requested_at,
         retry_of,
         traceparent,
+        result_bytes,
     ) = row
     state = JobStatus(status)
     own = f"{base_url}/api/v1/jobs/{job_id}"
@@ -95,6 +96,7 @@ def job_out(row: Any, base_url: str) -> JobOut:
         retry_of=None if retry_of is None else str(retry_of),
         expires_at=expires_at,
         trace_id=trace_id_of(traceparent),
+        result_bytes=result_bytes,
         links=links,
     )
 
@@ -124,6 +126,7 @@ def _example(**changes: Any) -> JobOut:
         "cancel_requested_at": None,
         "retry_of": None,
         "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "result_bytes": 1620,
         **changes,
     }
     return job_out(tuple(row[column.key] for column in queries.JOB_COLUMNS), _EXAMPLE_BASE)
@@ -136,6 +139,7 @@ _RUNNING = _example(
     stage="rendering",
     progress_done=1200,
     progress_total=5000,
+    result_bytes=None,
 )
 _CANCELLING = msgspec.structs.replace(_RUNNING, cancel_requested=True)
 _CANCELLED = _example(
@@ -144,6 +148,7 @@ _CANCELLED = _example(
     error="cancelled on request",
     started_at=None,
     cancel_requested_at=datetime(2026, 11, 29, 10, 0, 0, 163000),
+    result_bytes=None,
 )
 _RETRY = _example(
     id=uuid.UUID("7c1f0b5e-3d2a-4e8b-b8f4-0a9e6c2d4f11"),
@@ -153,6 +158,7 @@ _RETRY = _example(
     finished_at=None,
     expires_at=None,
     retry_of=_EXAMPLE_ID,
+    result_bytes=None,
 )
 
 # Where a job's answer leads (OpenAPI links, followed by schemathesis' stateful phase).

@@ -69,6 +69,7 @@ def test_a_job_shows_its_state_timing_and_links(client: TestClient, settings: Se
         None,
         None,
     )
+    assert body["result_bytes"] is None  # no result yet
     assert body["links"] == {
         "self": f"{BASE}{job_url}",
         "events": f"{BASE}{job_url}/events",
@@ -87,6 +88,8 @@ def test_a_job_shows_its_state_timing_and_links(client: TestClient, settings: Se
     body = done.json()
     assert body["attempts"] == 1
     assert body["progress"] is None  # a finished job has no running attempt
+    calendar = client.get(body["links"]["result"], headers={"Accept-Encoding": "identity"})
+    assert body["result_bytes"] == len(calendar.content) > 0
     assert set(body["links"]) == {"self", "events", "status", "result"}  # SUCCESS: no actions
     created, started, finished = (
         datetime.fromisoformat(body[k]) for k in ("created_at", "started_at", "finished_at")
