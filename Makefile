@@ -156,6 +156,6 @@ retention: $(STAMP) ## 50 jobs/s for 10 minutes with 30 s results and 60 s recor
 	$(PY) ops/bench/retention.py $(RETENTION_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) ## P1-P7 for ours; beside the seed design with BENCH_ARGS="--seed DIR" or SEED_BENCH=DIR (also --record, --only)
+bench: $(STAMP) ## P1-P11 for ours (~25 min), growth plots into docs/; beside the seed design with BENCH_ARGS="--seed DIR" or SEED_BENCH=DIR (also --record, --only, --p8-todos, --p9-max, --p11-s)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	$(PY) ops/bench/compare.py $(BENCH_ARGS)

@@ -1,16 +1,26 @@
 """TaskOverflow's benchmark, optionally side by side with the seed design (Flask + Celery).
 
 Starts ours (API on port 6402, workers through ``python -m workers``, database
-taskoverflow_bench, Redis db 2) and, when given a folder holding the seed design's
-``start-seed-anchor.sh`` (``--seed DIR`` or ``SEED_BENCH=DIR``; it serves on port 6401), the
-seed design too. Runs the workloads P1-P7 against each with the same clients
-(``jobs_client.py`` and ``api_rps.sh`` beside this file), prints one table with the figures,
-the ratio and the target, and stops everything it started. Without the seed design, the
-table holds ours alone and only the absolute targets are judged.
+taskoverflow_bench, Redis db 2, worker metrics on 9192) and, when given a folder holding the
+seed design's ``start-seed-anchor.sh`` (``--seed DIR`` or ``SEED_BENCH=DIR``; it serves on
+port 6401), the seed design too. Runs the workloads P1-P7 against each with the same clients
+(``jobs_client.py`` and ``api_rps.sh`` beside this file), then P8-P11 against ours alone
+(at_size.py, and retention.py as a subprocess on its own database, port and Redis db), prints
+one table with the figures, the ratio and the target, and stops everything it started.
+Without the seed design, the table holds ours alone and only the other targets are judged.
 
-    make bench                                  # ours alone (~3 minutes)
-    make bench BENCH_ARGS="--seed /path/to/seed" # beside the seed design (~6 minutes)
+- P8: one 1,000,000-todo calendar on a fresh worker pool: time, worker peak RSS, the API's
+  RSS growth while it serves the result, download MB/s, sizes plain and gzipped.
+- P9: read latency (p50/p95, wrk) on small tables, then 1k to 1M jobs and todos.
+- P10: P2's workload on 1 worker process, then on 2: how far a second process scales.
+- P11: 50 jobs/s with retention on (retention.py): the jobs table must level off.
+
+P8 and P9 also draw docs/bench-calendar-growth.png and docs/bench-read-latency.png (--plots).
+
+    make bench                                  # ours alone (~25 minutes, P11 is 10 of them)
+    make bench BENCH_ARGS="--seed /path/to/seed" # beside the seed design (~30 minutes)
     python ops/bench/compare.py --only P1,P5    # some workloads
+    python ops/bench/compare.py --only P8,P9 --p8-todos 100000 --p9-max 10000  # smaller
     python ops/bench/compare.py --record        # also rewrite the results in docs/BENCHMARKS.md
 
 Only same-run ratios mean anything: these machines drift 20-30 % between runs. Our processes
@@ -26,120 +36,36 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-OURS = "http://127.0.0.1:6402"
-SEED = "http://127.0.0.1:6401"
-OURS_DB = "taskoverflow_bench"
+import at_size
+import psycopg2
+from retention import Sample, levelled
+from system import (
+    BIN,
+    HERE,
+    OURS,
+    OURS_DB,
+    OURS_DB_URL,
+    ROOT,
+    WORKERS,
+    Ours,
+    peak_rss_mib,
+    pids_matching,
+    psql,
+    stop,
+)
+from table import Bench, table
+
 SEED_DB = "seed_anchor"  # the database start-seed-anchor.sh creates
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
-#: Limits far above any workload's needs (see ours_env).
-BENCH_LIMITS = {
-    "RATE_LIMIT_READS_PER_MINUTE": "100000000",
-    "RATE_LIMIT_WRITES_PER_MINUTE": "100000000",
-    "JOBS_MAX_UNFINISHED": "10000000",
-    "JOBS_MAX_UNFINISHED_PER_CLIENT": "10000000",
-    "TODOS_MAX": "100000000",
-    "CALENDAR_MAX_EVENTS": "100000000",
-}
 RESULTS_START, RESULTS_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-
-
-@dataclass
-class Row:
-    """One line of the table: a workload, a metric, both figures, the target."""
-
-    key: str
-    workload: str
-    metric: str
-    seed: float | None
-    ours: float | None
-    #: "ratio>=3", "ratio<=0.4" (ours / seed), or "abs<=1000" (ours alone)
-    target: str
-
-    @property
-    def ratio(self) -> float | None:
-        if self.seed is None or self.ours is None or self.seed == 0:
-            return None
-        return self.ours / self.seed
-
-    @property
-    def met(self) -> bool | None:
-        match = re.fullmatch(r"(ratio|abs)(<=|>=)([\d.]+)", self.target)
-        if not match:
-            return None
-        kind, op, bound_s = match.groups()
-        if kind == "ratio" and self.seed is None:
-            return None  # no seed design in this run: nothing to compare with
-        value = self.ratio if kind == "ratio" else self.ours
-        if value is None:
-            return False
-        bound = float(bound_s)
-        return value >= bound if op == ">=" else value <= bound
-
-
-@dataclass
-class Bench:
-    args: argparse.Namespace
-    rows: list[Row] = field(default_factory=list)
-    raw: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def seed(self) -> str | None:
-        """The seed design's URL, when it runs beside ours."""
-        return SEED if self.args.seed else None
-
-    def add(self, *row_args: object) -> None:
-        row = Row(*row_args)  # type: ignore[arg-type]
-        self.rows.append(row)
-        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
-        print(
-            f"  {row.key} {row.metric}: seed {fmt(row.seed)}, ours {fmt(row.ours)} ({ratio})",
-            flush=True,
-        )
-
-
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
-
-
-# --- processes -----------------------------------------------------------------------------
-
-
-def psql(database: str, sql: str) -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qAtc", sql],  # noqa: S607
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"bench: nothing answering at {url}")
 
 
 def start_seed(folder: Path) -> list[int]:
@@ -148,102 +74,6 @@ def start_seed(folder: Path) -> list[int]:
     ).stdout
     print("  " + out.strip().splitlines()[-1], flush=True)
     return [int(pid) for pid in re.findall(r"^(?:gunicorn|celery) (\d+)$", out, re.M)]
-
-
-def ours_env(args: argparse.Namespace) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{OURS_DB}",
-        "BROKER_URL": "redis://127.0.0.1:6379/2",
-        "BROKER_NAMESPACE": "taskoverflow-bench",
-        "LOG_LEVEL": args.log_level,
-        "LOG_FORMAT": "json",
-        "WORKER_PROCESSES": str(args.processes),
-        "DRAMATIQ_THREADS": str(args.threads),
-        # One load generator is every client here: the limits stay on (each request pays
-        # for its rate-limit check and each job for its admission) but never refuse.
-        **BENCH_LIMITS,
-    }
-
-
-def start_ours(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
-    env = ours_env(args)
-    subprocess.run(
-        [str(BIN / "python"), "ops/dev/create_database.py"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [str(BIN / "alembic"), "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    # The API's log is dropped; the workers' is kept to see them ready (a line per job).
-    api_log = open(os.devnull, "wb")  # noqa: SIM115 (lives as long as the processes)
-    worker_log = tempfile.NamedTemporaryFile(prefix="bench-workers-", suffix=".log")  # noqa: SIM115
-    api = [
-        str(BIN / "uvicorn"),
-        "--factory",
-        "api.app:create_app_from_env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "6402",
-        "--workers",
-        str(args.api_workers),
-        "--no-access-log",
-        "--no-proxy-headers",
-    ]
-    procs = [
-        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-        for cmd, log in ((api, api_log), ([str(BIN / "python"), "-m", "workers"], worker_log))
-    ]
-    wait_http(f"{OURS}/api/v1/health")
-    wait_log(Path(worker_log.name), "Worker process is ready for action", args.processes)
-    return procs
-
-
-def wait_log(path: Path, line: str, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while path.read_text(errors="replace").count(line) < count:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: no {line!r} in {path} after {timeout:g} s")
-        time.sleep(0.1)
-
-
-def stop(ours: list[subprocess.Popen[bytes]], seed_pids: list[int]) -> None:
-    # SIGTERM to each main process only (dramatiq forwards it to its workers; a worker that
-    # also got one from us would take the second as "kill now"), then the group if needed.
-    for proc in ours:
-        proc.terminate()
-    for proc in ours:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    for pid in seed_pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-
-
-def peak_rss_mib(pattern: str) -> float | None:
-    """The largest peak RSS (VmHWM) among live processes whose command line matches."""
-    peaks = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        if re.search(pattern, cmdline):
-            match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-            if match:
-                peaks.append(int(match.group(1)) / 1024)
-    return max(peaks) if peaks else None
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -418,11 +248,185 @@ def p4(b: Bench) -> None:
         "worker peak RSS (VmHWM, largest worker process)",
         "MiB",
         peak_rss_mib(r"celery .*worker") if b.seed else None,
-        peak_rss_mib(r"dramatiq workers\.main"),
+        peak_rss_mib(WORKERS),
         "abs<=200",
     )
 
 
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(pattern: str) -> float:
+    """CPU time (user + system, ms) used so far by the live processes matching ``pattern``."""
+    total = 0.0
+    for pid in pids_matching(pattern):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) * _TICK_MS
+    return total
+
+
+def busy_ms() -> float:
+    """CPU time the whole machine has spent busy (all cores), ms."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) * _TICK_MS
+
+
+def drain(b: Bench, processes: int, jobs: int) -> dict[str, Any]:
+    """The worker pool alone: ``jobs`` 1,000-todo calendar jobs queued while no worker runs,
+    then a pool of ``processes`` started. Measured between the 10th and the 90th percent of
+    the jobs finished (the pool's start and the last stragglers left out): jobs/s, and the
+    CPU each job cost the worker processes, their Postgres backends and the whole machine."""
+    reset(OURS_DB, jobs=True)
+    at_size.fill(todos=1000)
+    b.ours.stop_workers()
+    for _ in range(jobs):
+        at_size.call("POST", "/api/v1/todos/ical")
+    # The watcher's own backend is one of these: idle but for one count every 0.1 s.
+    groups = {"worker": WORKERS, "postgres": rf"^postgres: .* {OURS_DB} "}
+    b.ours.start_workers(processes)
+    marks: list[tuple[float, int, dict[str, float], float]] = []
+    deadline = time.monotonic() + 600
+    done = 0
+    # One connection for the whole watch: a psql per look would cost the machine more CPU
+    # than some of what it measures.
+    watch = psycopg2.connect(OURS_DB_URL)
+    watch.autocommit = True
+    while done < jobs and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with watch.cursor() as cur:
+            cur.execute("SELECT count(*) FROM jobs WHERE status = 'SUCCESS'")
+            done = int(cur.fetchone()[0])
+        mark = 0.1 if not marks else 0.9
+        if len(marks) < 2 and done >= mark * jobs:
+            cpu = {name: cpu_ms(pattern) for name, pattern in groups.items()}
+            marks.append((time.monotonic(), done, cpu, busy_ms()))
+    watch.close()
+    if len(marks) < 2 or marks[1][1] == marks[0][1]:
+        return {"processes": processes, "jobs": jobs, "succeeded": done, "jobs_per_s": None}
+    (t0, n0, cpu0, busy0), (t1, n1, cpu1, busy1) = marks
+    per_job = {
+        f"{name}_cpu_ms_per_job": round((cpu1[name] - cpu0[name]) / (n1 - n0), 2) for name in groups
+    }
+    return {
+        "processes": processes,
+        "jobs": jobs,
+        "succeeded": done,
+        "jobs_per_s": round((n1 - n0) / (t1 - t0), 1),
+        **per_job,
+        "machine_busy_cpu_ms_per_job": round((busy1 - busy0) / (n1 - n0), 2),
+        "machine_busy_cores": round((busy1 - busy0) / 1000 / (t1 - t0), 2),
+    }
+
+
+def p10(b: Bench) -> None:
+    """P2's workload on one worker process, then on two (the same threads each), each on a
+    fresh pool and a clean table of 1,000 todos (P8 and P9 leave a million); then the pool
+    alone, draining a queue of the same jobs (no API or client competing for the cores)."""
+    results: dict[int, dict[str, Any] | None] = {}
+    drained: dict[int, dict[str, Any]] = {}
+    for processes in (1, 2):
+        reset(OURS_DB, jobs=False)
+        at_size.fill(todos=1000)
+        b.ours.restart_workers(processes)
+        results[processes] = jobs_e2e(OURS, 100, 8, 1000)
+    for processes in (1, 2):
+        drained[processes] = drain(b, processes, b.args.p10_drain_jobs)
+    b.ours.restart_workers()
+    b.raw["P10"] = {"e2e": results, "drain": drained}
+    label = f"P2's workload (100 jobs, 1,000 todos, 8 clients), {b.args.threads} threads/process"
+    one, two = get(results[1], "jobs_per_s"), get(results[2], "jobs_per_s")
+    b.add("P10", label, "jobs/s, 1 worker process", None, one, "-", seed_applies=False)
+    b.add(
+        "P10",
+        label,
+        "jobs/s, 2 worker processes",
+        None,
+        two,
+        "base>=1.6",
+        base=one,
+        base_name="1 process",
+        seed_applies=False,
+    )
+    label = f"the pool alone: {b.args.p10_drain_jobs:,} queued 1,000-todo jobs drained"
+    for processes in (1, 2):
+        figures = drained[processes]
+        b.notes.append(
+            f"P10, pool alone, {processes} process(es): CPU per job: worker "
+            f"{figures.get('worker_cpu_ms_per_job')} ms, its Postgres backends "
+            f"{figures.get('postgres_cpu_ms_per_job')} ms, the whole machine "
+            f"{figures.get('machine_busy_cpu_ms_per_job')} ms; "
+            f"{figures.get('machine_busy_cores')} of {os.cpu_count()} cores busy."
+        )
+    one, two = drained[1]["jobs_per_s"], drained[2]["jobs_per_s"]
+    b.add("P10", label, "jobs/s, 1 worker process", None, one, "-", seed_applies=False)
+    b.add(
+        "P10",
+        label,
+        "jobs/s, 2 worker processes",
+        None,
+        two,
+        "base>=1.6",
+        base=one,
+        base_name="1 process",
+        seed_applies=False,
+    )
+
+
+#: A retention.py sample line: t (s), sent, rows, results, open, KiB.
+_SAMPLE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
+
+
+def p11(b: Bench) -> None:
+    """retention.py as it is (its own system: database taskoverflow_retention, port 6403,
+    Redis db 3, worker metrics on 9193); ours idles meanwhile."""
+    seconds = b.args.p11_s
+    # About 20 samples whatever the length (retention.py judges thirds of them).
+    every = min(30.0, max(1.0, seconds / 20))
+    cmd = [str(BIN / "python"), str(HERE / "retention.py"), "--seconds", str(seconds)]
+    cmd += ["--sample-every", f"{every:g}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 600, check=False)
+    samples = [
+        Sample(*map(int, m.groups())) for m in map(_SAMPLE.match, out.stdout.splitlines()) if m
+    ]
+    verdict = next(
+        (line for line in out.stdout.splitlines() if line.startswith(("levelled", "STILL"))),
+        out.stderr.strip()[-300:],
+    )
+    rate = re.search(r"^submitted \d+ jobs in \d+ s \(([\d.]+)/s\)", out.stdout, re.M)
+    b.raw["P11"] = {
+        "exit": out.returncode,
+        "verdict": verdict,
+        "samples": [vars(s) for s in samples],
+    }
+    third = len(samples) // 3
+    middle, last = samples[third : 2 * third], samples[2 * third :]
+    label = f"50 jobs/s for {seconds} s, retention on (retention.py)"
+    sent = float(rate.group(1)) if rate else None
+    b.add("P11", label, "jobs submitted/s", None, sent, "-", seed_applies=False)
+    for name, metric in (("rows", "jobs rows"), ("size_kib", "jobs table KiB")):
+        # As retention.py judges: the last third's peak against the middle third's.
+        before = max((getattr(s, name) for s in middle), default=None)
+        after = max((getattr(s, name) for s in last), default=None)
+        b.add(
+            "P11",
+            label,
+            f"{metric}, peak of the last third",
+            None,
+            after,
+            "base<=1.15",
+            base=before,
+            base_name="middle third",
+            seed_applies=False,
+        )
+    ok, _ = levelled(samples, 0.15, ["rows", "size_kib"])
+    b.notes.append(f"P11: retention.py says (exit {out.returncode}): {verdict}")
+    if ok != (out.returncode == 0):
+        b.notes.append("P11: its verdict and this table's disagree: see the raw output.")
+
+
+#: In the order they run: P10 before P8 and P9 fill the tables; P6 is measured with P5.
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "P1": p1,
     "P7": p7,
@@ -430,6 +434,10 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "P2": p2,
     "P3": p3,
     "P4": p4,
+    "P10": p10,
+    "P11": p11,
+    "P8": at_size.p8,
+    "P9": at_size.p9,
 }
 
 
@@ -460,22 +468,6 @@ def machine() -> str:
     )
 
 
-def table(b: Bench) -> str:
-    lines = [
-        "| # | workload | metric | seed | ours | ours/seed | target | met |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in b.rows:
-        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
-        target = r.target.replace("ratio", "ours/seed ").replace("abs", "ours ")
-        met = {True: "yes", False: "**no**", None: ""}[r.met]
-        lines.append(
-            f"| {r.key} | {r.workload} | {r.metric} | {fmt(r.seed)} | {fmt(r.ours)} "
-            f"| {ratio} | {target} | {met} |"
-        )
-    return "\n".join(lines)
-
-
 def report(b: Bench, started: str, took: float, host: str) -> str:
     a = b.args
     return "\n".join(
@@ -493,6 +485,8 @@ def report(b: Bench, started: str, took: float, host: str) -> str:
             "",
             table(b),
             "",
+            *(f"- {note}" for note in b.notes),
+            *([""] if b.notes else []),
             "<details><summary>raw client output</summary>",
             "",
             "```json",
@@ -511,22 +505,31 @@ def record(text: str) -> None:
 
 
 @contextlib.contextmanager
-def systems(args: argparse.Namespace) -> Iterator[None]:
+def systems(args: argparse.Namespace) -> Iterator[Ours]:
     seed_pids: list[int] = []
-    ours: list[subprocess.Popen[bytes]] = []
+    ours = Ours(args)
     try:
         if args.seed:
             seed_pids = start_seed(args.seed)
-        ours = start_ours(args)
-        yield
+        ours.start()
+        yield ours
     finally:
-        stop(ours, seed_pids)
+        stop(ours.procs(), seed_pids)
+
+
+def positive(text: str) -> int:
+    value = int(text.replace("_", "").replace(",", ""))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text}")
+    return value
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--only", default="", help="comma-separated: P1,P2,P3,P4,P5,P7 (P5 also measures P6)"
+        "--only",
+        default="",
+        help=f"comma-separated: {','.join(WORKLOADS)} (P5 also measures P6); default: all",
     )
     parser.add_argument("--quick", action="store_true", help="same as --only P1")
     parser.add_argument(
@@ -539,6 +542,28 @@ def main() -> int:
     parser.add_argument("--idle-samples", type=int, default=20)
     parser.add_argument("--idle-s", type=float, default=5.0)
     parser.add_argument("--wrk-s", type=int, default=8)
+    parser.add_argument(
+        "--p8-todos", type=positive, default=1_000_000, help="P8's calendar size (todos)"
+    )
+    parser.add_argument(
+        "--p9-max",
+        type=positive,
+        default=1_000_000,
+        help="P9's largest table (rows in jobs and in todos; steps 1k, 10k, 100k, 1M)",
+    )
+    parser.add_argument(
+        "--p10-drain-jobs", type=positive, default=1000, help="P10's queued jobs per pool size"
+    )
+    parser.add_argument(
+        "--p9-wrk-s", type=positive, default=6, help="P9's seconds of wrk per read and size"
+    )
+    parser.add_argument("--p11-s", type=positive, default=600, help="P11's length in seconds")
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        default=ROOT / "docs",
+        help="folder the growth plots (PNG) are written to (default: docs/)",
+    )
     parser.add_argument(
         "--seed",
         type=Path,
@@ -559,17 +584,18 @@ def main() -> int:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     if "P6" in chosen and "P5" not in chosen:
         chosen.append("P5")
-    if ("P5" in chosen) and shutil.which("wrk") is None:
+    if {"P5", "P9"} & set(chosen) and shutil.which("wrk") is None:
         raise SystemExit(
-            "bench: P5/P6 need wrk (Debian: apt-get install wrk; `make bench` installs it)"
+            "bench: P5/P6 and P9 need wrk (Debian: apt-get install wrk; `make bench` installs it)"
         )
+    args.plots.mkdir(parents=True, exist_ok=True)
 
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     t0 = time.monotonic()
-    bench = Bench(args)
     host = machine()
     print(f"machine: {host}", flush=True)
-    with systems(args):
+    with systems(args) as ours:
+        bench = Bench(args, ours)
         for database, jobs in ((SEED_DB, False), (OURS_DB, True)):
             if database == OURS_DB or args.seed:
                 reset(database, jobs=jobs)
