@@ -37,6 +37,7 @@ the result is served until then, and ``410 Gone`` after.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from datetime import datetime, timedelta
@@ -67,6 +68,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.dialects.postgresql import insert as insert_or_skip
+from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -407,7 +409,12 @@ class Claimed(NamedTuple):
 def claim(conn: Connection, job_id: uuid.UUID) -> Claimed | None:
     """STARTED for one more attempt, or None if the job is missing or finished."""
     now = utcnow()
-    row = conn.execute(CLAIM, {"job_id": job_id, "now": now}).one_or_none()
+    params = {"job_id": job_id, "now": now}
+    if _direct(conn):
+        rows = _CLAIM_DIRECT.run(conn, params)
+        row = rows[0] if rows else None
+    else:
+        row = conn.execute(CLAIM, params).one_or_none()
     return None if row is None else Claimed(row[0], row[1], row[2] is not None, row[3], now)
 
 
@@ -576,8 +583,10 @@ def succeed_attempt(
         if done:
             record_attempt(conn, job_id, claimed, AttemptOutcome.SUCCESS)
         return done
-    params = {"job_id": job_id} | _result_params(result, keep)
-    return bool(conn.execute(SUCCEED_AND_RECORD, params | _attempt_params(claimed)).rowcount)
+    params = {"job_id": job_id} | _result_params(result, keep) | _attempt_params(claimed)
+    if _direct(conn):
+        return bool(_SUCCEED_AND_RECORD_DIRECT.run(conn, params, rows=False))
+    return bool(conn.execute(SUCCEED_AND_RECORD, params).rowcount)
 
 
 def fail_attempt(
@@ -619,6 +628,58 @@ def stop_attempt(conn: Connection, job_id: uuid.UUID, claimed: Claimed, keep: ti
     now = utcnow()
     params = {"job_id": job_id, "now": now, "expires_at": now + keep}
     return bool(conn.execute(STOP_AND_RECORD, params | _attempt_params(claimed)).rowcount)
+
+
+# --- The hot path on psycopg2 ---------------------------------------------------------------
+#
+# Every small job runs claim and succeed-and-record once. Through ``conn.execute`` each costs
+# SQLAlchemy's cache lookup, parameter processing and result wrapping: ~20 % of the worker's
+# CPU in P1's profile, more than the statements' round trips (docs/BENCHMARKS.md, P1). On
+# psycopg2 they run as SQL compiled once, here, straight on the driver's cursor, like the
+# calendar read (workers/calendar.py). Same statements, same guards: only the layer between
+# differs. Other drivers (SQLite) keep ``conn.execute``.
+
+_POSTCOMPILE = re.compile(r"\(__\[POSTCOMPILE_(\w+)\]\)")
+
+
+class _DirectStatement:
+    """A Core statement compiled once for psycopg2 (pyformat parameters), with the values
+    it holds itself (literals, the status lists of IN) as defaults under the caller's."""
+
+    def __init__(self, statement: Any) -> None:
+        compiled = statement.compile(dialect=psycopg2_dialect())
+        self.defaults: dict[str, Any] = dict(compiled.params)
+        expanding = {key for key, value in self.defaults.items() if isinstance(value, list)}
+        for key in expanding:
+            # psycopg2 renders a tuple as a parenthesised list: ``IN %(key)s``.
+            self.defaults[key] = tuple(self.defaults[key])
+        self.sql = _POSTCOMPILE.sub(lambda m: f"%({m.group(1)})s", str(compiled))
+        missing = set(_POSTCOMPILE.findall(str(compiled))) - expanding
+        assert not missing, f"unexpected expanding parameters: {missing}"  # noqa: S101
+
+    def run(self, conn: Connection, params: dict[str, Any], *, rows: bool = True) -> Any:
+        """The rows (``rows``) or the row count, on ``conn``'s own psycopg2 connection.
+
+        Job ids go as text (psycopg2 adapts no uuid unless told; the SQL casts them), the
+        result's bytes as bytea. A failure raises psycopg2's own error, unwrapped: nothing
+        here tells them apart, and the runner's unlock, failing on a broken connection too,
+        invalidates it rather than pooling it (workers.runner._release)."""
+        values = self.defaults | {
+            key: str(value) if isinstance(value, uuid.UUID) else value
+            for key, value in params.items()
+        }
+        dbapi = conn.connection.dbapi_connection
+        with dbapi.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(self.sql, values)
+            return cursor.fetchall() if rows else cursor.rowcount
+
+
+def _direct(conn: Connection) -> bool:
+    return conn.dialect.driver == "psycopg2"
+
+
+_CLAIM_DIRECT = _DirectStatement(CLAIM)
+_SUCCEED_AND_RECORD_DIRECT = _DirectStatement(SUCCEED_AND_RECORD)
 
 
 class Resent(NamedTuple):

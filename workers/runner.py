@@ -281,6 +281,7 @@ def mark_failed(engine: Engine, job_id: uuid.UUID, reason: str, *, keep: timedel
 
 _TRY_LOCK = select(func.pg_try_advisory_lock(bindparam("key", type_=BigInteger)))
 _UNLOCK = select(func.pg_advisory_unlock(bindparam("key", type_=BigInteger)))
+_UNLOCK_SQL = "SELECT pg_advisory_unlock(%(key)s)"
 
 # Stand-in for other databases (SQLite in the single-process run): a process-local set.
 _local_guard = threading.Lock()
@@ -305,8 +306,15 @@ def _release(conn: Connection, job_id: uuid.UUID) -> None:
         return
     try:
         conn.rollback()  # leave no transaction open around the unlock
-        conn.execute(_UNLOCK, {"key": lifecycle.lock_key(job_id)})
-        conn.commit()
+        key = lifecycle.lock_key(job_id)
+        if conn.dialect.driver == "psycopg2":
+            # Straight on the driver's cursor: SQLAlchemy's execute costs more CPU than
+            # this statement's round trip (docs/BENCHMARKS.md, P1; models.lifecycle).
+            with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(_UNLOCK_SQL, {"key": key})
+        else:
+            conn.execute(_UNLOCK, {"key": key})
+            conn.commit()
     except Exception:
         # Could not unlock (the connection broke, or the database went away). Never hand a
         # connection that may still hold the lock back to the pool: closing it frees the lock.

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from models import Job, JobAttempt, lifecycle
+from models.results import StoredResult, gzip_lines
 from models.settings import JobSettings, Settings
 from tests.integration.jobs import insert_job, job_row
 from tests.integration.test_retention import sqlite  # noqa: F401 (fixture)
@@ -37,11 +38,11 @@ def failing_then(failures: int, error: type[Exception] = RuntimeError):  # type:
     """Work that raises ``error`` on its first ``failures`` runs, then renders "done"."""
     runs = []
 
-    def work(conn: Connection, progress: Progress) -> str:
+    def work(conn: Connection, progress: Progress) -> StoredResult:
         runs.append(1)
         if len(runs) <= failures:
             raise error(f"failure {len(runs)}")
-        return "done"
+        return gzip_lines(["done"])
 
     return work
 

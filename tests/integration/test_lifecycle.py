@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, text
 
 from models.engine import create_db_engine
 from models.lifecycle import lock_key
+from models.results import StoredResult
 from models.settings import Settings
 from tests.integration.jobs import insert_job, insert_todos, job_row
 from workers.calendar import calendar_result
@@ -27,7 +28,7 @@ KEEP = timedelta(days=1)
 def raising(exc: BaseException) -> Work:
     """Work that fails with ``exc``."""
 
-    def work(conn: Connection, progress: Progress) -> str:
+    def work(conn: Connection, progress: Progress) -> StoredResult:
         raise exc
 
     return work
@@ -54,7 +55,7 @@ def test_concurrent_deliveries_run_the_job_once(engine: Engine):
     job_id = insert_job(engine)
     inside, release = threading.Event(), threading.Event()
 
-    def slow_work(conn: Connection, progress: Progress) -> str:
+    def slow_work(conn: Connection, progress: Progress) -> StoredResult:
         inside.set()
         assert release.wait(10)
         return render(conn, progress)
@@ -192,7 +193,7 @@ def test_a_result_for_a_job_that_finished_meanwhile_is_dropped(engine: Engine):
     as it is, and run_job says it skipped rather than succeeded."""
     job_id = insert_job(engine)
 
-    def outlived(conn: Connection, progress: Progress) -> str:
+    def outlived(conn: Connection, progress: Progress) -> StoredResult:
         assert mark_failed(
             engine, job_id, "abandoned after 3 attempts that never finished", keep=KEEP
         )

@@ -20,7 +20,7 @@ from models import Job, JobKind, Todo, lifecycle, schema
 from models.clock import utcnow
 from models.engine import create_db_engine, worker_pool_size
 from models.queue import job_message
-from models.results import gzip_text
+from models.results import StoredResult, gzip_text
 from models.settings import DatabaseSettings, Settings
 from tests.integration.jobs import SLOW_CALENDAR_TODOS, insert_job, insert_todos, job_row
 from tests.waiting import wait_for, wait_for_job
@@ -170,7 +170,7 @@ def test_a_cancel_asked_before_the_result_is_recorded_wins(engine: Engine):
     insert_todos(engine, 3)
     job_id = insert_job(engine)
 
-    def cancelled_meanwhile(conn: Connection, progress: Progress) -> str:
+    def cancelled_meanwhile(conn: Connection, progress: Progress) -> StoredResult:
         result = render(conn, progress)
         cancel(engine, job_id)
         return result
@@ -189,7 +189,7 @@ def test_a_job_cancelled_while_an_earlier_attempt_ran_stops_at_its_claim(engine:
     cancel(engine, job_id)
     assert job_row(engine, job_id).status == "STARTED"  # running: only asked to stop
 
-    def never(conn: Connection, progress: Progress) -> str:
+    def never(conn: Connection, progress: Progress) -> StoredResult:
         raise AssertionError("the work of a cancelled job ran")
 
     assert run_job(engine, job_id, never, keep=KEEP) == "cancelled"
@@ -211,7 +211,7 @@ def test_a_job_finished_elsewhere_stops_at_its_next_progress_write(engine: Engin
     reconciler, say): the work stops, and the job stays as it was finished."""
     job_id = insert_job(engine)
 
-    def outlived(conn: Connection, progress: Progress) -> str:
+    def outlived(conn: Connection, progress: Progress) -> StoredResult:
         assert mark_failed(engine, job_id, "abandoned after 3 attempts", keep=KEEP)
         progress.write()
         raise AssertionError("the work went on")
@@ -347,7 +347,7 @@ def test_a_streamed_calendar_reports_and_is_cancelled_on_sqlite(
             cancel(sqlite_engine, stopped)
         return write(stage, done, total)
 
-    def cancelled_mid_stream(conn: Connection, progress: Progress) -> str:
+    def cancelled_mid_stream(conn: Connection, progress: Progress) -> StoredResult:
         return render(conn, Progress(report, interval=0))
 
     assert run_job(sqlite_engine, stopped, cancelled_mid_stream, keep=KEEP) == "cancelled"

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine
 
 from api.app import create_app
 from models.queue import build_broker
+from models.results import StoredResult
 from models.sqs import JobSQSBroker, QueueMissing, queue_names
 from tests.conftest import make_sqs_settings
 from tests.integration.jobs import insert_job, insert_todos
@@ -114,7 +115,7 @@ def test_always_failing_job_ends_failure_and_its_message_in_the_dlq(
     job_id = insert_job(engine)
 
     def poison(job: str) -> None:
-        def work(conn: Connection, progress: Progress) -> str:
+        def work(conn: Connection, progress: Progress) -> StoredResult:
             raise RuntimeError("poison job")
 
         resources = current_resources()

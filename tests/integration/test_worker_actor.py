@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from models import JobKind
 from models.queue import job_message
+from models.results import StoredResult
 from models.settings import Settings
 from tests.integration.jobs import insert_job, insert_todos, job_row
 from tests.waiting import wait_for_job
@@ -78,7 +79,7 @@ def test_a_job_that_always_fails_ends_failure_with_its_reason(engine: Engine, se
     job_id = insert_job(engine)
 
     def always_fails(job: str) -> None:
-        def work(conn: Connection, progress: Progress) -> str:
+        def work(conn: Connection, progress: Progress) -> StoredResult:
             raise RuntimeError("the calendar service is on fire")
 
         resources = current_resources()
