@@ -186,8 +186,8 @@ def p8(b: Bench) -> None:
     if job["status"] != "SUCCESS":
         b.notes.append(f"P8: the job ended {job['status']}: nothing to download.")
     b.notes.append(
-        "P8: the seed design is not run: its P4 (100,000 todos) takes ~17 s and grows about "
-        "linearly, so a 1,000,000-todo calendar would take minutes and GBs."
+        "P8: the seed design is not run: its P4 (100,000 todos) takes 17-35 s on these machines "
+        "and grows about linearly, so a 1,000,000-todo calendar would take minutes and GBs."
     )
     b.raw.setdefault("growth", {})["calendar"] = points  # type: ignore[index]
     drawn = plots.calendar_growth(points, b.args.plots / "bench-calendar-growth.png")
