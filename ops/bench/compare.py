@@ -336,19 +336,7 @@ def p10(b: Bench) -> None:
     b.ours.restart_workers()
     b.raw["P10"] = {"e2e": results, "drain": drained}
     label = f"P2's workload (100 jobs, 1,000 todos, 8 clients), {b.args.threads} threads/process"
-    one, two = get(results[1], "jobs_per_s"), get(results[2], "jobs_per_s")
-    b.add("P10", label, "jobs/s, 1 worker process", None, one, "-", seed_applies=False)
-    b.add(
-        "P10",
-        label,
-        "jobs/s, 2 worker processes",
-        None,
-        two,
-        "base>=1.6",
-        base=one,
-        base_name="1 process",
-        seed_applies=False,
-    )
+    one_and_two(b, label, get(results[1], "jobs_per_s"), get(results[2], "jobs_per_s"))
     label = f"the pool alone: {b.args.p10_drain_jobs:,} queued 1,000-todo jobs drained"
     for processes in (1, 2):
         figures = drained[processes]
@@ -359,7 +347,11 @@ def p10(b: Bench) -> None:
             f"{figures.get('machine_busy_cpu_ms_per_job')} ms; "
             f"{figures.get('machine_busy_cores')} of {os.cpu_count()} cores busy."
         )
-    one, two = drained[1]["jobs_per_s"], drained[2]["jobs_per_s"]
+    one_and_two(b, label, drained[1]["jobs_per_s"], drained[2]["jobs_per_s"])
+
+
+def one_and_two(b: Bench, label: str, one: float | None, two: float | None) -> None:
+    """P10's two rows: jobs/s on one worker process, and on two judged against it."""
     b.add("P10", label, "jobs/s, 1 worker process", None, one, "-", seed_applies=False)
     b.add(
         "P10",
