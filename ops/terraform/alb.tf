@@ -24,7 +24,7 @@ resource "aws_lb_target_group" "api" {
   deregistration_delay = 15
 
   health_check {
-    path                = local.ready_path
+    path                = local.health_path
     port                = "traffic-port"
     matcher             = "200"
     interval            = 15

@@ -10,9 +10,12 @@ locals {
   job_kinds = ["ical"]
 }
 
+# Encrypted with the customer key when there is one. Not with the AWS-managed aws/sns key:
+# its policy cannot be changed to let CloudWatch publish, and alarms would be dropped.
 resource "aws_sns_topic" "alarms" {
+  #checkov:skip=CKV_AWS_26:Encrypted with the customer key unless create_kms_key is false, where aws/sns would silently drop every alarm.
   name              = "${var.name}-alarms"
-  kms_master_key_id = aws_kms_key.main.id
+  kms_master_key_id = local.kms_key_arn
 }
 
 resource "aws_sns_topic_subscription" "alarm_email" {

@@ -1,7 +1,7 @@
 # --- ECR: one repository per image, immutable tags, scanned on push ------------------------
 
 resource "aws_ecr_repository" "app" {
-  for_each = toset(["api", "worker"])
+  for_each = local.image_kinds
 
   name                 = "${var.name}-${each.key}"
   image_tag_mutability = "IMMUTABLE"
@@ -13,9 +13,10 @@ resource "aws_ecr_repository" "app" {
     scan_on_push = true
   }
 
+  # With create_kms_key: the customer key; without: ECR's own AES-256 encryption.
   encryption_configuration {
-    encryption_type = "KMS"
-    kms_key         = aws_kms_key.main.arn
+    encryption_type = local.kms_key_arn == null ? "AES256" : "KMS"
+    kms_key         = local.kms_key_arn
   }
 }
 
@@ -37,44 +38,40 @@ resource "aws_ecr_lifecycle_policy" "app" {
   })
 }
 
-# The practical's build-and-push: both images from this checkout, tagged var.image_tag.
-resource "docker_image" "app" {
-  for_each = var.build_images ? aws_ecr_repository.app : {}
-
-  name = "${each.value.repository_url}:${var.image_tag}"
-  build {
-    context    = "${path.module}/../.."
-    dockerfile = "Dockerfile.${each.key}"
-    platform   = "linux/amd64"
-  }
-}
-
-resource "docker_registry_image" "app" {
-  for_each = docker_image.app
-
-  name          = each.value.name
-  keep_remotely = true
-}
-
-# Without build_images the images are pushed by hand (ops/README.md): look up the digest of
-# image_tag in each repository, so a plan fails unless it is there.
+# Without build_images the images are pushed by hand before the apply (ops/README.md: the
+# repositories first, with -target, then the push). The digest of image_tag is looked up by
+# the repositories' names, not through the resources: the lookup then happens at plan time,
+# and a plan whose images are not pushed yet fails there, before anything is created, instead
+# of midway through an apply that has just created empty repositories.
 data "aws_ecr_image" "app" {
-  for_each = var.build_images ? {} : aws_ecr_repository.app
+  for_each = var.build_images ? toset([]) : local.image_kinds
 
-  repository_name = each.value.name
+  repository_name = "${var.name}-${each.key}"
   image_tag       = var.image_tag
 }
 
+# One customer-managed key (var.create_kms_key) for the images, logs, alarm topic and secrets.
+# The database is not among them: its storage, and so its final snapshot, use the AWS-managed
+# aws/rds key (rds.tf), which is never scheduled for deletion, so the snapshot a destroy keeps
+# stays restorable after this key is gone. What else the key encrypts goes with the destroy:
+# secrets are recoverable for 7 days (api_keys.tf), within this key's 14-day window.
 resource "aws_kms_key" "main" {
-  description             = "${var.name}: ECR images, SQS messages, logs and secrets"
+  count                   = var.create_kms_key ? 1 : 0
+  description             = "${var.name}: ECR images, logs, alarm topic and secrets"
   enable_key_rotation     = true
   deletion_window_in_days = 14
   policy                  = data.aws_iam_policy_document.kms.json
 }
 
 resource "aws_kms_alias" "main" {
+  count         = var.create_kms_key ? 1 : 0
   name          = "alias/${var.name}"
-  target_key_id = aws_kms_key.main.key_id
+  target_key_id = aws_kms_key.main[0].key_id
+}
+
+locals {
+  # null without create_kms_key: each user then falls back to its service's own encryption.
+  kms_key_arn = one(aws_kms_key.main[*].arn)
 }
 
 data "aws_iam_policy_document" "kms" {
@@ -94,6 +91,7 @@ data "aws_iam_policy_document" "kms" {
   # Alarms publish to the SNS topic encrypted with this key: CloudWatch must be able to use
   # it, or every alarm notification is dropped (the key policy AWS documents for alarms on
   # encrypted topics).
+  # Only on behalf of this account's alarms (a service principal serves every account).
   statement {
     sid       = "CloudWatchAlarmsPublishToEncryptedTopic"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
@@ -102,8 +100,15 @@ data "aws_iam_policy_document" "kms" {
       type        = "Service"
       identifiers = ["cloudwatch.amazonaws.com"]
     }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
   }
 
+  # Only for this account's log groups in this region (the encryption context CloudWatch Logs
+  # sends names the log group).
   statement {
     sid       = "CloudWatchLogsEncrypt"
     actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
@@ -111,6 +116,11 @@ data "aws_iam_policy_document" "kms" {
     principals {
       type        = "Service"
       identifiers = ["logs.${var.region}.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "kms:EncryptionContext:aws:logs:arn"
+      values   = ["arn:aws:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:*"]
     }
   }
 }

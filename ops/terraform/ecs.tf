@@ -15,7 +15,7 @@ resource "aws_cloudwatch_log_group" "app" {
 
   name              = "/ecs/${var.name}/${each.key}"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.main.arn
+  kms_key_id        = local.kms_key_arn
 }
 
 locals {
@@ -93,8 +93,9 @@ locals {
     }
   } }
 
-  # The three container definitions, as ECS runs them. `make aws-parity` renders these from
-  # this file and runs them under podman, so keep them here rather than inline.
+  # The three container definitions, as ECS runs them. `make aws-parity` applies this
+  # configuration to moto and runs what ECS registered under podman; the static tests
+  # (tests/deployment/task_definitions.py) read them here, so keep them here, not inline.
   containers = {
     api = merge(local.container_base, {
       name         = "api"
@@ -107,8 +108,8 @@ locals {
         # "//metrics" and the like through, and on AWS the job metrics are EMF (below).
         API_METRICS = "false"
       }) : { name = k, value = v }]
-      # Liveness only (no database): ECS restarts a wedged process, not a healthy one that
-      # waits out a database outage. Readiness is the load balancer's (local.ready_path).
+      # Liveness only (no database), like the load balancer's check: ECS restarts a wedged
+      # process, not a healthy one that waits out a database outage (main.tf, health_path).
       healthCheck = {
         command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${local.api_port}${local.health_path}', timeout=2)"]
         interval    = 15
@@ -232,6 +233,11 @@ resource "terraform_data" "migrate" {
   count            = var.migrate_on_apply ? 1 : 0
   triggers_replace = [aws_ecs_task_definition.migrate.arn]
 
+  # The task starts with the execution role (pull, logs) and runs with the API role (the
+  # database password): both policies are in place first, or the first apply can race them
+  # into AccessDenied. Role ARNs alone do not order this: a role exists before its policy.
+  depends_on = [aws_iam_role_policy.execution, aws_iam_role_policy.api]
+
   provisioner "local-exec" {
     command     = "${path.module}/../aws/run-migration.sh"
     environment = { MIGRATION = jsonencode(local.migration) }
@@ -247,6 +253,11 @@ resource "aws_ecs_service" "api" {
   launch_type     = "FARGATE"
   # Load balancer health checks start counting once the app has had time to start.
   health_check_grace_period_seconds = 30
+  # A rollout starts one new task at a time beside the running ones and stops an old one
+  # only when a new one is healthy: never fewer tasks serving than desired, and one more
+  # task's connections (counted in rds.tf) rather than ECS's default of twice as many.
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = local.api_deployment_maximum_percent
 
   network_configuration {
     subnets          = local.subnet_ids
@@ -265,6 +276,10 @@ resource "aws_ecs_service" "api" {
     rollback = true
   }
 
+  # apply succeeds only once the new tasks are running and stable: a rollout the circuit
+  # breaker rolls back fails the apply instead of reporting success.
+  wait_for_steady_state = true
+
   # With api_keys_enabled, new tasks read the keys at start: the secret's first value and
   # the role's grant exist before the rollout (otherwise the first read fails, and keyed
   # requests get 503 until the next API_KEYS_REFRESH_S).
@@ -273,6 +288,7 @@ resource "aws_ecs_service" "api" {
     terraform_data.migrate,
     aws_secretsmanager_secret_version.api_keys,
     aws_iam_role_policy.api,
+    aws_iam_role_policy.execution,
   ]
 }
 
@@ -283,6 +299,13 @@ resource "aws_ecs_service" "worker" {
   task_definition = aws_ecs_task_definition.worker.arn
   desired_count   = var.worker_min_count
   launch_type     = "FARGATE"
+  # A rollout replaces workers without ever running more than autoscaling's count, so the
+  # database's connection budget (rds.tf) holds during deploys at full scale. Stopped
+  # workers hand their running jobs back (SIGTERM, stopTimeout); the jobs wait in SQS until
+  # the new tasks start, a pause of about one task start. A minimum above 0 would deadlock a
+  # single-task pool: ECS rounds the minimum up and the maximum down.
+  deployment_minimum_healthy_percent = 0
+  deployment_maximum_percent         = 100
 
   network_configuration {
     subnets          = local.subnet_ids
@@ -295,7 +318,13 @@ resource "aws_ecs_service" "worker" {
     rollback = true
   }
 
-  depends_on = [terraform_data.migrate]
+  # apply succeeds only once the new tasks are running and stable: a rollout the circuit
+  # breaker rolls back fails the apply instead of reporting success.
+  wait_for_steady_state = true
+
+  # As for the API service: the workers' own policy (and the execution role's) before the
+  # first task starts.
+  depends_on = [terraform_data.migrate, aws_iam_role_policy.execution, aws_iam_role_policy.worker]
 
   lifecycle {
     # Autoscaling owns the count after creation.
@@ -303,7 +332,7 @@ resource "aws_ecs_service" "worker" {
     # Every task at full scale must find a database connection (local.db_connections).
     precondition {
       condition     = local.db_connections.needed <= local.db_connections.available
-      error_message = "At full scale the tasks need ${local.db_connections.needed} database connections; ${var.db_instance_class} serves about ${local.db_connections.available} after the reserve. Lower worker_max_count, worker_threads, api_desired_count or api_db_pool_size, or choose a larger db_instance_class."
+      error_message = "At full scale, during a rollout, the tasks need ${local.db_connections.needed} database connections; ${var.db_instance_class} serves about ${local.db_connections.available} after the reserve. Lower worker_max_count, worker_threads, api_desired_count or api_db_pool_size, or choose a larger db_instance_class."
     }
   }
 }

@@ -35,11 +35,6 @@ data "aws_iam_policy_document" "execution" {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = [for group in aws_cloudwatch_log_group.app : "${group.arn}:*"]
   }
-  statement {
-    sid       = "DecryptImages"
-    actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.main.arn]
-  }
 }
 
 # Every process reads the database password from the RDS-managed secret itself, at its first
@@ -50,14 +45,19 @@ data "aws_iam_policy_document" "read_database_password" {
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [aws_db_instance.main.master_user_secret[0].secret_arn]
   }
-  statement {
-    sid       = "DecryptDatabasePassword"
-    actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.main.arn]
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["secretsmanager.${var.region}.amazonaws.com"]
+  # With the customer key only: an AWS-managed key lets Secrets Manager decrypt for anyone
+  # allowed to read the secret.
+  dynamic "statement" {
+    for_each = aws_kms_key.main[*].arn
+    content {
+      sid       = "DecryptSecrets"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${var.region}.amazonaws.com"]
+      }
     }
   }
 }
@@ -70,7 +70,7 @@ resource "aws_iam_role_policy" "execution" {
 }
 
 # API task role (also the migration task's): send calendar jobs (dramatiq-sqs also looks up
-# the DLQ's URL), read the database password and, with api_keys_enabled, the API keys.
+# the DLQ's URL; the console reads its depth), read the database password and, with api_keys_enabled, the API keys.
 resource "aws_iam_role" "api" {
   count              = local.create_roles ? 1 : 0
   name               = "${var.name}-api"
@@ -84,9 +84,10 @@ data "aws_iam_policy_document" "api" {
     actions   = ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
     resources = [aws_sqs_queue.jobs.arn]
   }
+  # The console's backlog (api/backlog.py) reads the DLQ's depth as well as the queue's.
   statement {
-    sid       = "FindDeadLetterQueue"
-    actions   = ["sqs:GetQueueUrl"]
+    sid       = "ReadDeadLetterQueue"
+    actions   = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
     resources = [aws_sqs_queue.jobs_dlq.arn]
   }
   # With api_keys_enabled: the accepted keys' hashes (API_KEYS_SECRET_ARN), that secret

@@ -83,9 +83,11 @@ db_storage_type = "gp2"
 # --- Encryption and monitoring ------------------------------------------------------------
 
 # [LL] KMS is listed ("This service can assume the LabRole IAM role") but nothing says whether the
-# lab may create keys and key policies, or whether LabRole may kms:Decrypt a customer key (the
-# tasks need it to read the RDS-managed secret). Unsure: turn off only if apply or task start fails.
-# create_kms_key = false # needs variable create_kms_key (ecr.tf/rds.tf/ecs.tf/cloudwatch.tf always use aws_kms_key.main)
+# lab may create keys and key policies (kms:CreateKey, logs:AssociateKmsKey), or whether LabRole
+# may kms:Decrypt a customer key (the tasks need it to read the RDS-managed secret). No customer
+# key then: ECR's AES-256, aws/secretsmanager, CloudWatch Logs' own encryption, aws/rds for the
+# database (always), and an unencrypted alarm topic.
+create_kms_key = false
 
 # [LL] lists Amazon CloudWatch with no restriction; Container Insights is billed per metric (budget).
 # The worker autoscaling reads ECS/ContainerInsights RunningTaskCount, so keep it on unless replaced.

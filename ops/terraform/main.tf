@@ -28,13 +28,18 @@ locals {
   sqs_wait_time_s         = 5
   worker_stop_timeout_s   = 60
 
-  api_port    = 6400
-  health_path = "/api/v1/health"
-  # The load balancer asks the readiness route, which also reaches the database: a task that
-  # cannot (wrong URL, password, TLS option) never takes traffic, and a deployment of such
-  # tasks is rolled back by the circuit breaker. The container health check (liveness) stays
-  # on health_path, so a database outage does not make ECS restart healthy processes.
-  ready_path          = "/api/v1/health/ready"
+  # The API's rollout surges by exactly one task: the smallest maximum percent that ECS
+  # (rounding down) turns into desired + 1 tasks, e.g. 200 for one task, 150 for two.
+  api_deployment_maximum_percent = ceil(100 * (var.api_desired_count + 1) / var.api_desired_count)
+
+  api_port = 6400
+  # Liveness (no database): both the container health check and the load balancer ask it.
+  # ECS stops and replaces a task that fails either, so a check that reached the database
+  # would make a database failover, reboot or maintenance window replace every API task at
+  # once. Those tasks would come back to the same outage; meanwhile each answers 503 with
+  # Retry-After itself. A wrong database URL, password or TLS option is caught before any
+  # rollout instead: the migration task connects with the same settings and fails the apply.
+  health_path         = "/api/v1/health"
   message_retention_s = 14 * 86400
   db_name             = "taskoverflow"
   db_username         = "taskoverflow"
@@ -46,11 +51,13 @@ locals {
   vpc_ids         = local.use_default_vpc ? [data.aws_vpc.default[0].id] : distinct([for s in data.aws_subnet.given : s.vpc_id])
   vpc_id          = local.vpc_ids[0]
 
+  image_kinds = toset(["api", "worker"])
+
   # Task definitions pin each image by digest, never by tag: a task can only start from the
   # image that was pushed, and the plan fails early if it has not been.
   image_digests = {
     for kind in keys(aws_ecr_repository.app) : kind => (
-      var.build_images ? docker_registry_image.app[kind].sha256_digest : data.aws_ecr_image.app[kind].image_digest
+      var.build_images ? local.pushed_image_digests[kind] : data.aws_ecr_image.app[kind].image_digest
     )
   }
   image_refs = {

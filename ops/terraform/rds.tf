@@ -32,6 +32,7 @@ resource "aws_db_parameter_group" "main" {
 
 resource "aws_db_instance" "main" {
   #checkov:skip=CKV_AWS_157:Multi-AZ doubles the database cost; it is var.db_multi_az, on for production.
+  #checkov:skip=CKV_AWS_354:Performance Insights, like the storage and its snapshots, uses aws/rds: the final snapshot a destroy keeps must not depend on the customer key the destroy deletes.
   #checkov:skip=CKV_AWS_118:Enhanced monitoring needs an IAM role the Learner Lab cannot create; Performance Insights is on.
   identifier     = var.name
   engine         = "postgres"
@@ -45,13 +46,14 @@ resource "aws_db_instance" "main" {
   # password themselves, again whenever the database refuses it (models/credentials.py), so a
   # rotation needs no restart.
   manage_master_user_password   = true
-  master_user_secret_kms_key_id = aws_kms_key.main.key_id
+  master_user_secret_kms_key_id = local.kms_key_arn # null: aws/secretsmanager
 
   allocated_storage     = var.db_allocated_storage
   max_allocated_storage = var.db_allocated_storage * 5
   storage_type          = var.db_storage_type
-  storage_encrypted     = true
-  kms_key_id            = aws_kms_key.main.arn
+  # Encrypted with the AWS-managed aws/rds key (kms_key_id unset), never the customer key:
+  # the final snapshot a destroy keeps must outlive that key (ecr.tf, aws_kms_key.main).
+  storage_encrypted = true
 
   db_subnet_group_name   = aws_db_subnet_group.main.name
   vpc_security_group_ids = [aws_security_group.db.id]
@@ -68,13 +70,26 @@ resource "aws_db_instance" "main" {
   final_snapshot_identifier           = "${var.name}-final-${formatdate("YYYYMMDDhhmmss", timestamp())}"
   auto_minor_version_upgrade          = true
   iam_database_authentication_enabled = true
-  enabled_cloudwatch_logs_exports     = ["postgresql", "upgrade"]
+  enabled_cloudwatch_logs_exports     = keys(aws_cloudwatch_log_group.rds)
   performance_insights_enabled        = true
-  performance_insights_kms_key_id     = aws_kms_key.main.arn
 
   lifecycle {
     ignore_changes = [final_snapshot_identifier]
   }
+
+  # RDS creates the export's log groups itself unless they exist: then they would keep logs
+  # forever, unencrypted, and outlive a destroy.
+  depends_on = [aws_cloudwatch_log_group.rds]
+}
+
+# The groups RDS exports the database's logs to (slow statements, connections, DDL, upgrades),
+# under the names RDS uses, with this stack's retention and key.
+resource "aws_cloudwatch_log_group" "rds" {
+  for_each = toset(["postgresql", "upgrade"])
+
+  name              = "/aws/rds/instance/${var.name}/${each.key}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = local.kms_key_arn
 }
 
 # --- Connection budget: every task at full scale must get its database connections --------
@@ -97,9 +112,13 @@ locals {
   # (api/database.py), plus the one connection its job events LISTEN on (api/job_events.py);
   # a worker process holds DRAMATIQ_THREADS + 1 (its reconciler) connections
   # (models/engine.py worker_pool_size). One more for a migration task.
+  #
+  # During a rollout ECS runs up to desired x deployment_maximum_percent / 100 tasks (rounded
+  # down): the API's surge of one task (ecs.tf) is counted; the workers never surge.
+  api_tasks_in_rollout = floor(var.api_desired_count * local.api_deployment_maximum_percent / 100)
   db_connections = {
     needed = (
-      var.api_desired_count * (var.api_db_pool_size + 1)
+      local.api_tasks_in_rollout * (var.api_db_pool_size + 1)
       + var.worker_max_count * local.worker_processes * (var.worker_threads + 1)
       + 1
     )

@@ -66,6 +66,12 @@ variable "build_images" {
   default     = true
 }
 
+variable "create_kms_key" {
+  description = "Create a customer-managed KMS key for the images, logs, alarm topic and secrets. false: each service's own encryption (ECR AES-256, aws/secretsmanager, CloudWatch Logs' default, an unencrypted alarm topic), for accounts that may not create keys or key policies (the Learner Lab documents nothing about kms:CreateKey). The database always uses aws/rds."
+  type        = bool
+  default     = true
+}
+
 variable "queue_name" {
   description = "Dramatiq queue of calendar jobs (QUEUE_NAME)."
   type        = string
@@ -112,9 +118,14 @@ variable "sqs_max_receive_count" {
 }
 
 variable "api_desired_count" {
-  description = "API tasks behind the load balancer."
+  description = "API tasks behind the load balancer (a rollout runs one more beside them)."
   type        = number
   default     = 2
+
+  validation {
+    condition     = var.api_desired_count >= 1 && floor(var.api_desired_count) == var.api_desired_count
+    error_message = "api_desired_count must be a whole number, at least 1."
+  }
 }
 
 variable "api_db_pool_size" {
@@ -147,9 +158,9 @@ variable "worker_min_count" {
 }
 
 variable "worker_max_count" {
-  description = "Most worker tasks (autoscaling ceiling). Each holds worker_threads + 1 database connections: the plan refuses a ceiling the database cannot serve (see db_connection_reserve)."
+  description = "Most worker tasks (autoscaling ceiling). Each holds worker_threads + 1 database connections: the plan refuses a ceiling the database cannot serve, counting the API's extra task during a rollout (see db_connection_reserve)."
   type        = number
-  default     = 6
+  default     = 5
 
   validation {
     condition     = var.worker_max_count >= 1

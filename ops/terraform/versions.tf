@@ -1,5 +1,7 @@
 terraform {
-  required_version = ">= 1.6.0, < 2.0.0"
+  # 1.11: ephemeral values and write-only arguments (api_keys.tf keeps the first API key
+  # out of the state).
+  required_version = ">= 1.11.0, < 2.0.0"
 
   required_providers {
     aws = {
@@ -11,23 +13,5 @@ terraform {
       source  = "kreuzwerker/docker"
       version = "~> 3.0"
     }
-  }
-}
-
-provider "aws" {
-  region = var.region
-
-  default_tags {
-    tags = local.tags
-  }
-}
-
-data "aws_ecr_authorization_token" "registry" {}
-
-provider "docker" {
-  registry_auth {
-    address  = split("/", aws_ecr_repository.app["api"].repository_url)[0]
-    username = data.aws_ecr_authorization_token.registry.user_name
-    password = data.aws_ecr_authorization_token.registry.password
   }
 }
