@@ -124,11 +124,10 @@ format: $(STAMP) ## Format and auto-fix with ruff
 typecheck: $(STAMP) ## mypy over api, workers and models
 	$(BIN)/mypy
 
-.PHONY: check-terraform
-check-terraform: $(STAMP) ## Offline checks of ops/terraform: fmt (if terraform is installed), checkov, HCL ties to the code
-	@if command -v terraform >/dev/null; then terraform fmt -check -recursive ops/terraform; fi
+.PHONY: terraform-check
+terraform-check: $(STAMP) ## ops/terraform run by Terraform with its AWS provider against moto (fmt, validate, plans, apply, destroy), checkov, and the ties to the code
 	cd ops && ../$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --quiet
-	$(BIN)/pytest -q tests/deployment/test_terraform.py tests/deployment/test_first_apply.py tests/deployment/test_terraform_schema.py
+	$(BIN)/pytest -q tests/deployment/test_terraform_provider.py tests/deployment/test_terraform.py tests/deployment/test_first_apply.py
 
 .PHONY: chaos
 chaos: $(STAMP) ## Full chaos runs (Redis 1,500 jobs, SQS 1,000), faults aimed at running jobs; figures in docs/RELIABILITY.md
@@ -140,7 +139,7 @@ flood: $(STAMP) ## One client floods for 60 s while another keeps its pace: limi
 	$(PY) -m tests.load.flood --quiet-s 30 --flood-s 60
 
 .PHONY: aws-parity
-aws-parity: $(STAMP) ## Run the ECS task definitions from ops/terraform under podman (TLS Postgres, moto): migrate, serve, job, password rotation, SIGTERM
+aws-parity: $(STAMP) ## terraform apply ops/terraform against moto, then run the task definitions it registered under podman (TLS Postgres): migrate, serve, job, password rotation, SIGTERM
 	$(PY) -m tests.deployment.parity.harness
 
 .PHONY: compose-check

@@ -81,7 +81,7 @@ def test_3_cloudwatch_may_use_the_key_that_encrypts_the_alarm_topic():
     """The SNS topic is encrypted with the customer key: its policy must let CloudWatch
     generate data keys and decrypt, or alarms fire and deliver nothing."""
     topic = resource("aws_sns_topic", "alarms")
-    assert topic["kms_master_key_id"] == "${aws_kms_key.main.id}"
+    assert topic["kms_master_key_id"] == "${local.kms_key_arn}"
     allowed = [
         s
         for s in policy_statements("kms")
@@ -251,8 +251,15 @@ def connections_at_full_scale(variables: dict[str, Any]) -> tuple[int, int]:
     per_worker_task = int(worker_env["WORKER_PROCESSES"]) * worker_pool_size(
         int(worker_env["DRAMATIQ_THREADS"])
     )
+    # A rollout runs desired x maximum percent / 100 API tasks, rounded down (ECS's rule);
+    # the workers never surge (their maximum is 100 %).
+    services = {b["__tfmeta"]["path"]: b for b in rendered["aws_ecs_service"]}
+    api_service = services["aws_ecs_service.api"]
+    assert services["aws_ecs_service.worker"]["deployment_maximum_percent"] == 100
+    api_in_rollout = values["api_desired_count"] * api_service["deployment_maximum_percent"] // 100
+    assert api_in_rollout == values["api_desired_count"] + 1
     needed = (
-        values["api_desired_count"] * per_api_task
+        api_in_rollout * per_api_task
         + values["worker_max_count"] * per_worker_task
         + 1  # a migration task
     )
@@ -270,10 +277,14 @@ def test_8_every_task_at_full_scale_gets_its_database_connections():
 
 
 def test_8_the_old_defaults_did_not_fit():
-    """10 worker tasks x (8 threads + 1) + 2 API tasks x (10 + 1 listening) + 1 = 113 on a
-    db.t4g.micro."""
+    """10 worker tasks x (8 threads + 1) + 3 API tasks in a rollout x (10 + 1 listening) + 1
+    = 124 on a db.t4g.micro; and the defaults before rollouts were counted (6 workers):
+    6 x 9 + 3 x 6 + 1 = 73."""
     needed, available = connections_at_full_scale({"worker_max_count": 10, "api_db_pool_size": 10})
-    assert needed == 113
+    assert needed == 124
+    assert needed > available
+    needed, available = connections_at_full_scale({"worker_max_count": 6})
+    assert needed == 73
     assert needed > available
 
 
@@ -401,6 +412,15 @@ def test_the_learner_lab_variables_are_declared_render_and_fit_the_database():
     assert set(values) <= declared, set(values) - declared
     assert values["deletion_protection"] is False  # a lab account must be able to destroy
     assert values["db_storage_type"] == "gp2"
+    # ops/README.md's Learner Lab table says what the file sets (it once said gp3).
+    (row,) = [
+        line
+        for line in Path(ROOT, "ops", "README.md").read_text().splitlines()
+        if line.startswith("| RDS: nano")
+    ]
+    assert "20 GB gp2" in row
+    assert "uses gp3" not in row
+    assert values["create_kms_key"] is False  # the lab documents nothing about creating keys
     needed, available = connections_at_full_scale(values)
     assert needed <= available
     assert values["api_keys_enabled"] is False  # the course's clients send no key

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -24,7 +23,6 @@ from models.settings import (
     ConfigError,
     LimitSettings,
     Settings,
-    parse_api_key_hashes,
 )
 from models.sqs import queue_names
 from tests.deployment import task_definitions
@@ -132,18 +130,6 @@ def test_standard_module_files_exist_and_every_file_parses():
     names = {p.name for p in TF_FILES}
     assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= names
     assert parsed()["resource"]
-
-
-@pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform binary here")
-def test_terraform_fmt_is_clean():
-    """`terraform fmt -check -recursive` passes (the binary needs no providers for this)."""
-    done = subprocess.run(
-        ["terraform", "fmt", "-check", "-recursive", str(TERRAFORM)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_variable_is_typed_and_described():
@@ -298,17 +284,17 @@ def test_database_password_comes_from_the_rds_managed_secret():
 
 
 def test_health_check_paths_and_port_are_the_apis():
-    """The container health check (liveness) and the ALB's (readiness) are routes the app
-    serves, on the image's port."""
+    """The container health check and the ALB's are the same liveness route, served by the
+    app on the image's port (a database outage must not make ECS replace the tasks)."""
     routes = {route.path for route in create_app(code_settings()).routes}
     port = containers()["api"]["portMappings"][0]["containerPort"]
     assert f"UVICORN_PORT={port}" in Path(ROOT, "Dockerfile.api").read_text()
     liveness = containers()["api"]["healthCheck"]["command"][-1]
     assert f"http://127.0.0.1:{port}/api/v1/health'" in liveness
     assert "/api/v1/health" in routes
-    assert unquote(locals_()["ready_path"]) == "/api/v1/health/ready" in routes
+    assert unquote(locals_()["health_path"]) == "/api/v1/health"
     health_check = resource("aws_lb_target_group", "api")["health_check"][0]
-    assert health_check["path"] == "${local.ready_path}"
+    assert health_check["path"] == "${local.health_path}"
 
 
 def test_containers_are_non_root_read_only_and_stop_after_the_shutdown():
@@ -448,43 +434,33 @@ def test_the_api_keys_secret_is_wired_only_when_enabled():
     assert [(doc, s["actions"], s["resources"]) for doc, s in granting] == [
         ("api", ["secretsmanager:GetSecretValue"], [FACTS.api_keys_secret_arn])
     ]
-    # Secrets Manager decrypts it with the key the API may already use through it.
+    # Secrets Manager decrypts it with the key the API may already use through it (the
+    # grant itself is checked on the applied policy: test_terraform_provider.py).
     for name in ("api_keys", "initial_api_key"):
-        assert (
-            resource("aws_secretsmanager_secret", name)["kms_key_id"] == "${aws_kms_key.main.arn}"
-        )
-    (decrypt,) = [
-        s
-        for s in policy_statements(on, "read_database_password")
-        if s["actions"] == ["kms:Decrypt"]
-    ]
-    assert decrypt["resources"] == [task_definitions.resource(on, "aws_kms_key", "main")["id"]]
+        assert resource("aws_secretsmanager_secret", name)["kms_key_id"] == "${local.kms_key_arn}"
     # The API tasks roll out once the secret has its first value and the role its grant.
     assert {"${aws_secretsmanager_secret_version.api_keys}", "${aws_iam_role_policy.api}"} <= set(
         resource("aws_ecs_service", "api")["depends_on"]
     )
 
 
-def test_the_api_keys_secret_holds_only_the_first_keys_hash_and_terraform_keeps_off_it():
-    """The API's secret is "initial:<sha256 hex of the first key>", an entry the code
-    parses; the key itself is only in the operator's secret. Both are written once: the
-    generator answers anew at every plan, and the entries are the operators' to rotate."""
-    versions = {
-        b["__tfmeta"]["path"]: b["secret_string"]
-        for b in rendering("everything_on")["aws_secretsmanager_secret_version"]
-    }
-    digest = hashlib.sha256(FACTS.initial_api_key.encode()).hexdigest()
-    api_keys = versions["aws_secretsmanager_secret_version.api_keys[0]"]
-    assert api_keys == f"initial:{digest}"
-    assert parse_api_key_hashes(api_keys, "the api_keys secret") == {digest: "initial"}
-    assert FACTS.initial_api_key not in api_keys
-    assert versions["aws_secretsmanager_secret_version.initial_api_key[0]"] == FACTS.initial_api_key
+def test_the_api_keys_secrets_are_written_once_and_never_stored_in_the_state():
+    """Both secrets are written through write-only arguments from one ephemeral key, once
+    (a fixed version); the entries are then the operators' to rotate. What the apply writes
+    (the hash entry the code parses, nothing in the state) is checked by applying it:
+    test_terraform_provider.py::test_apply_and_destroy_the_defaults."""
     for name in ("api_keys", "initial_api_key"):
-        (lifecycle,) = resource("aws_secretsmanager_secret_version", name)["lifecycle"]
-        assert {"secret_string", "version_stages"} <= set(lifecycle["ignore_changes"])
+        version = resource("aws_secretsmanager_secret_version", name)
+        assert "secret_string" not in version
+        assert "ephemeral.aws_secretsmanager_random_password.initial_api_key" in str(
+            version["secret_string_wo"]
+        )
+        assert version["secret_string_wo_version"] == 1
+        (lifecycle,) = version["lifecycle"]
+        assert "version_stages" in lifecycle["ignore_changes"]
     (generator,) = [
         block['"aws_secretsmanager_random_password"']['"initial_api_key"']
-        for block in parsed()["data"]
+        for block in parsed()["ephemeral"]
         if '"aws_secretsmanager_random_password"' in block
     ]
     # A Bearer token with no characters to quote or escape, and ~285 bits.
