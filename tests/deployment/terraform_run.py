@@ -12,9 +12,9 @@ Every other file is production's, byte for byte. ``terraform init`` installs the
 from a local filesystem mirror when this machine has one (``TERRAFORM_PROVIDER_MIRROR``, or
 the usual places below), else from the registry, as a user online would.
 
-``MOTO_GAPS`` lists the resources moto cannot create (each with the reason, and a probe that
-shows moto still lacks it): the apply leaves exactly those out, through an override file
-that sets their count to 0, and nothing else.
+``MOTO_GAPS`` lists what moto cannot do (each with the reason, and a probe that shows moto
+still lacks it): the apply's override file leaves those resources out (count = 0), or for
+the ECS services only drops the wait for a steady state, and changes nothing else.
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ MIRROR_CANDIDATES = (
     "/usr/local/share/terraform/plugins",
     str(Path.home() / ".terraform.d" / "plugins"),
 )
-
-
-def terraform_binary() -> str | None:
-    return shutil.which("terraform")
 
 
 def provider_mirror() -> Path | None:
@@ -227,7 +223,8 @@ MOTO_GAPS: dict[str, Gap] = {
         " moto's RunTask fails with HTTP 500 (a TypeError) for a Fargate task whose containers"
         " leave their memory to the task, as ours do. The script itself runs against a fake"
         " CLI in tests/deployment/test_first_apply.py, and `make aws-parity` runs the migration"
-        " task definition",
+        " task definition. Taking it off this list needs ops/aws beside the workspace and the"
+        " AWS CLI on the PATH",
         {},
         _fargate_run_task_fails,
     ),
@@ -273,14 +270,11 @@ class Workspace:
 
     def __init__(self, scratch: Path, endpoint: str, source: Path = TERRAFORM_DIR) -> None:
         self.dir = scratch / "terraform"
-        self.endpoint = endpoint
         shutil.copytree(
             source,
             self.dir,
             ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", *REPLACED),
         )
-        # ops/aws beside it, as in the repository: migrate_on_apply runs ../aws/run-migration.sh.
-        shutil.copytree(TERRAFORM_DIR.parent / "aws", scratch / "aws")
         for path in SUBSTITUTE_DIR.iterdir():
             if path.suffix in (".tf", ".py"):
                 shutil.copy(path, self.dir / path.name)
@@ -293,8 +287,6 @@ class Workspace:
             "CHECKPOINT_DISABLE": "1",
             "TF_VAR_moto_endpoint": endpoint,
             "TF_VAR_substitute_python": sys.executable,
-            # The AWS CLI that run-migration.sh calls (migrate_on_apply): this environment's.
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             # For push_image.py (local-exec): the same account as the provider's.
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "moto",

@@ -32,13 +32,12 @@ from tests.deployment.terraform_run import (
     configured,
     moto_client,
     planned,
-    terraform_binary,
 )
 from tests.processes import MotoServer
 
 pytestmark = pytest.mark.terraform
 
-if terraform_binary() is None:
+if shutil.which("terraform") is None:
     # CI's machine has Terraform: there, its absence is a failure, not a reason to skip.
     if os.environ.get("CI"):
         raise RuntimeError("terraform is not on PATH: the Terraform check cannot run")

@@ -8,9 +8,9 @@
   files push the images through moto's ECR API; what moto cannot do is left out,
   MOTO_GAPS), creates everything in it: the queues, the RDS instance and its managed
   password secret, the ECR repositories, the load balancer's target group, the task
-  definitions. It runs with migrate_on_apply = false, the operator's run-it-yourself
-  path: the migrate task definition is run below, for real, where the apply's own step
-  (ops/aws/run-migration.sh) would start it in moto's ECS, which runs no container.
+  definitions. The apply's own migration step is one of the MOTO_GAPS (moto's RunTask
+  fails for our task definitions): the migrate task definition is run below instead, for
+  real, as an operator runs it with migrate_on_apply = false.
 - the task definitions are read back from moto's ECS (DescribeTaskDefinition) and their
   container definitions are run as registered: command, environment, user, read-only root
   filesystem, the task volume at /tmp, port, health check, stop timeout. Each image is
@@ -360,10 +360,6 @@ class Deployment:
     health_matcher: str
 
 
-def aws_client(service: str, endpoint: str) -> Any:
-    return moto_client(service, endpoint)
-
-
 def apply_terraform(stack: Stack, moto_url: str, images: dict[str, str], tag: str) -> Workspace:
     """``terraform apply`` of ops/terraform against moto; each ECR repository gets a
     manifest of our local image of that kind (``manifest``)."""
@@ -374,8 +370,6 @@ def apply_terraform(stack: Stack, moto_url: str, images: dict[str, str], tag: st
         {
             "deletion_protection": False,
             "image_tag": tag,
-            # The harness runs the migration task itself (moto's ECS would run nothing).
-            "migrate_on_apply": False,
             "substitute_image_manifests": {kind: manifest(i) for kind, i in images.items()},
         },
         timeout=APPLY_TIMEOUT_S,
@@ -390,7 +384,7 @@ def read_deployment(
     outputs = {key: output["value"] for key, output in shown.items()}
     state = json.loads(workspace.run("show", "-json").stdout)
     name = outputs["cluster_name"]  # var.name: the cluster's, the families' prefix
-    ecs = aws_client("ecs", moto_url)
+    ecs = moto_client("ecs", moto_url)
 
     in_state = {
         resource["name"]: resource["values"]["arn"]
@@ -413,11 +407,11 @@ def read_deployment(
                 raise DeploymentFailure(f"{kind}: mount of undeclared volume {mount}")
 
     tasks, digests = registered_images(
-        aws_client("ecr", moto_url), outputs["ecr_repositories"], definitions, images, tag
+        moto_client("ecr", moto_url), outputs["ecr_repositories"], definitions, images, tag
     )
-    db_host, db_port, db_secret_arn = database_endpoint(aws_client("rds", moto_url), definitions)
+    db_host, db_port, db_secret_arn = database_endpoint(moto_client("rds", moto_url), definitions)
     path, port, matcher = health_check_of_target_group(
-        ecs, aws_client("elbv2", moto_url), name, arns["api"], definitions["api"]
+        ecs, moto_client("elbv2", moto_url), name, arns["api"], definitions["api"]
     )
     return Deployment(tasks, arns, digests, db_host, db_port, db_secret_arn, path, port, matcher)
 
@@ -583,7 +577,7 @@ def _run(stack: Stack, images: dict[str, str], tag: str) -> dict[str, Any]:
     figures["image_digests"] = deployment.digests
     figures["db_endpoint"] = f"{deployment.db_host}:{deployment.db_port}"
 
-    sm = aws_client("secretsmanager", moto_url)
+    sm = moto_client("secretsmanager", moto_url)
     password, figures["db_password"] = database_password(sm, deployment.db_secret_arn)
     say("postgres (TLS only, SCRAM) under the RDS endpoint's hostname")
     stack.run(
